@@ -1,0 +1,239 @@
+"""The `optimizer3` command: meta-train, evaluate, reproduce.
+
+Every field of the config dataclasses is a flag; its help text is the field's metadata. The
+paper's values are the defaults. Bad input ends with one line on stderr and exit status 2,
+before any file is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import shlex
+import sys
+import typing
+from typing import Any
+
+import torch
+
+from optimizer3.config import EvaluationConfig, MetaTrainConfig, to_dict
+from optimizer3.errors import Optimizer3Error, RunDirectoryError, UsageError
+from optimizer3.evaluate import compare
+from optimizer3.meta.checkpoint import load_checkpoint
+from optimizer3.meta.trainer import meta_train
+from optimizer3.report import write_results
+from optimizer3.tasks import TaskConfig, make_task_family
+
+EXPERIMENTS = ("quadratic",)
+
+
+def _flag(field: dataclasses.Field) -> str:
+    return "--" + field.metadata.get("flag", field.name).replace("_", "-")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: Any) -> None:
+    """One flag per field of the (nested) dataclass `cls`; defaults shown from `defaults`."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(cls.__name__)
+    for field in dataclasses.fields(cls):
+        hint, default = hints[field.name], getattr(defaults, field.name)
+        if dataclasses.is_dataclass(hint):
+            add_config_arguments(parser, hint, default)
+            continue
+        kwargs: dict[str, Any] = {"dest": field.name, "default": None}
+        help_text = field.metadata.get("help", "").replace("%", "%%")
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(hint) is tuple:
+            kwargs.update(nargs="+", metavar="NAME")
+            default = " ".join(default)
+        else:
+            kwargs["type"] = hint
+            kwargs["metavar"] = hint.__name__.upper()
+            if "choices" in field.metadata:
+                kwargs.update(choices=field.metadata["choices"], metavar=None)
+        group.add_argument(_flag(field), help=f"{help_text} (default: {default})", **kwargs)
+
+
+def config_from_args(cls: type, args: argparse.Namespace, defaults: Any) -> Any:
+    """`defaults` with every field that was given on the command line replaced."""
+    hints = typing.get_type_hints(cls)
+    changes = {}
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            changes[field.name] = config_from_args(hints[field.name], args, getattr(defaults, field.name))
+        elif getattr(args, field.name, None) is not None:
+            value = getattr(args, field.name)
+            changes[field.name] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(defaults, **changes)
+
+
+def prepare_run_dir(path: pathlib.Path, overwrite: bool) -> pathlib.Path:
+    """Create the run directory; refuse one that holds files unless `overwrite`."""
+    if path.exists() and not path.is_dir():
+        raise RunDirectoryError(f"Run directory {path} is a file; choose another --run-dir")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise RunDirectoryError(
+            f"Run directory {path} already exists and is not empty; pass --overwrite to replace "
+            "its results or choose another --run-dir"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_json(path: pathlib.Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _check_seeds(meta: MetaTrainConfig, evaluation: EvaluationConfig) -> None:
+    if evaluation.test_seed in (meta.seed, meta.validation_seed):
+        raise UsageError(
+            f"Invalid test_seed: {evaluation.test_seed} equals the training or validation seed; "
+            "test problems need a seed of their own"
+        )
+
+
+def _evaluate(
+    learned: tuple | None,
+    task: TaskConfig,
+    horizon: int,
+    tuning_seed: int,
+    evaluation: EvaluationConfig,
+) -> Any:
+    return compare(
+        learned,
+        make_task_family(task),
+        evaluation.baselines,
+        steps=evaluation.steps or horizon,
+        test_problems=evaluation.test_problems,
+        test_seed=evaluation.test_seed,
+        tuning_problems=evaluation.tuning_problems,
+        tuning_seed=tuning_seed,
+        grid=evaluation.grid,
+        bootstrap=evaluation.bootstrap,
+    )
+
+
+def command_meta_train(args: argparse.Namespace) -> None:
+    config = config_from_args(MetaTrainConfig, args, MetaTrainConfig())
+    run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
+    print("config:", json.dumps(to_dict(config)))
+    _write_json(run_dir / "config.json", to_dict(config))
+    result = meta_train(config, run_dir, progress=not args.quiet)
+    print(f"best validation loss {result.best_validation:.4g} after {result.seconds:.0f} s; "
+          f"checkpoint: {run_dir / 'checkpoint.pt'}")
+
+
+def command_evaluate(args: argparse.Namespace) -> None:
+    checkpoint = load_checkpoint(args.checkpoint)
+    meta_config: MetaTrainConfig = checkpoint["config"]
+    evaluation = config_from_args(EvaluationConfig, args, EvaluationConfig())
+    task = dataclasses.replace(
+        meta_config.task,
+        **{k: v for k, v in (("name", args.name), ("dim", args.dim)) if v is not None},
+    )
+    _check_seeds(meta_config, evaluation)
+    run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
+    print("config:", json.dumps({"task": to_dict(task), "evaluation": to_dict(evaluation)}))
+    learned = (checkpoint["best_meta_params"], meta_config.optimizer)
+    comparison = _evaluate(learned, task, meta_config.horizon, meta_config.validation_seed, evaluation)
+    config = {"meta_train": to_dict(meta_config), "task": to_dict(task), "evaluation": to_dict(evaluation),
+              "checkpoint": str(args.checkpoint)}
+    print(write_results(run_dir, comparison, config, f"{task.name}: learned vs tuned baselines", _command_line()))
+
+
+def command_reproduce(args: argparse.Namespace) -> None:
+    meta = config_from_args(MetaTrainConfig, args, MetaTrainConfig())
+    evaluation = config_from_args(EvaluationConfig, args, EvaluationConfig())
+    _check_seeds(meta, evaluation)
+    run_dir = prepare_run_dir(pathlib.Path(args.run_dir or f"runs/{args.experiment}"), args.overwrite)
+    config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}
+    print("config:", json.dumps(config))
+    _write_json(run_dir / "config.json", config)
+    result = meta_train(meta, run_dir, progress=not args.quiet)
+    print(f"meta-training: {result.seconds:.0f} s, best validation loss {result.best_validation:.4g}")
+    learned = (result.best_meta_params, meta.optimizer)
+    comparison = _evaluate(learned, meta.task, meta.horizon, meta.validation_seed, evaluation)
+    extra = {"meta_training_seconds": result.seconds}
+    title = f"Random {meta.task.dim}-dimensional quadratics"
+    print(write_results(run_dir, comparison, config, title, _command_line(), extra))
+    for name, value in comparison.ratios().items():
+        print(f"{name.replace('_', ' ')}: {value:.3f}")
+    print(f"results: {run_dir / 'results.md'}, plot: {run_dir / 'loss_curves.png'}")
+
+
+def _command_line() -> str:
+    return " ".join(["optimizer3", *map(shlex.quote, sys.argv[1:])])
+
+
+def _common(parser: argparse.ArgumentParser, run_dir_required: bool) -> None:
+    parser.add_argument("--run-dir", required=run_dir_required,
+                        help="directory for checkpoints and results" +
+                        ("" if run_dir_required else " (default: runs/EXPERIMENT)"))
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a run directory that already holds files")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); results are "
+                        "bit-identical only for the same thread count")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optimizer3",
+        description="Learned optimizers: meta-train a coordinatewise LSTM optimizer and compare "
+        "it with tuned SGD, NAG, RMSprop and Adam.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("meta-train", help="meta-train a learned optimizer")
+    _common(train, run_dir_required=True)
+    add_config_arguments(train, MetaTrainConfig, MetaTrainConfig())
+    train.set_defaults(handler=command_meta_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="compare a meta-trained optimizer with tuned baselines on test problems"
+    )
+    evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt of a meta-train run")
+    _common(evaluate, run_dir_required=True)
+    evaluate.add_argument("--task", dest="name", choices=None, default=None,
+                          help="evaluate on this task family instead of the training one")
+    evaluate.add_argument("--dim", type=int, default=None,
+                          help="problem dimension, if not the training one (a generalization test)")
+    add_config_arguments(evaluate, EvaluationConfig, EvaluationConfig())
+    evaluate.set_defaults(handler=command_evaluate)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="meta-train, tune, evaluate and report one of the paper's experiments"
+    )
+    reproduce.add_argument("experiment", choices=EXPERIMENTS, help="which experiment")
+    _common(reproduce, run_dir_required=False)
+    add_config_arguments(reproduce, MetaTrainConfig, MetaTrainConfig())
+    add_config_arguments(reproduce, EvaluationConfig, EvaluationConfig())
+    reproduce.set_defaults(handler=command_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"Invalid --threads: {args.threads}; use 1 or more")
+        torch.set_num_threads(args.threads)
+    try:
+        args.handler(args)
+    except (Optimizer3Error, ValueError) as error:
+        # ValueError covers the validation in config dataclasses and torch.optim's own checks.
+        print(f"optimizer3: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("optimizer3: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

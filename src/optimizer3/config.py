@@ -1,0 +1,144 @@
+"""Typed, frozen configuration of every experiment, and its round trip through plain dicts.
+
+Each field's `metadata["help"]` is the text that `--help` shows for its command-line flag.
+The resolved configuration is printed at start and stored in every checkpoint and result file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from optimizer3.errors import UsageError
+from optimizer3.learned.lstm import LSTMOptimizerConfig
+from optimizer3.optim.baselines import check_baseline_names
+from optimizer3.optim.tuning import LearningRateGrid
+from optimizer3.tasks import TaskConfig
+
+LOSS_WEIGHTINGS = ("uniform", "linear", "final")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def _field(default: Any, help: str, **metadata: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainConfig:
+    """Truncated-BPTT meta-training of the LSTM optimizer on a task family."""
+
+    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+    optimizer: LSTMOptimizerConfig = dataclasses.field(default_factory=LSTMOptimizerConfig)
+    horizon: int = _field(100, "optimizee steps per trajectory")
+    unroll: int = _field(20, "steps per truncation: one meta-update each; must divide horizon")
+    problems: int = _field(128, "problems per trajectory (the meta-batch)")
+    trajectories: int = _field(300, "trajectories, each on freshly sampled problems")
+    meta_lr: float = _field(0.01, "Adam learning rate of the meta-optimizer")
+    lr_schedule: str = _field(
+        "cosine", "meta learning-rate schedule over the run", choices=LR_SCHEDULES
+    )
+    clip_grad_norm: float = _field(1.0, "clip the meta-gradient's norm to this; 0 disables")
+    loss_weights: str = _field(
+        "uniform",
+        "meta-loss weight w_t of the loss after step t: uniform (w_t = 1, the paper's), "
+        "linear (w_t = t / horizon) or final (only the last step)",
+        choices=LOSS_WEIGHTINGS,
+    )
+    second_order: bool = _field(
+        False, "keep the optimizee's second derivatives in the meta-gradient (slower)"
+    )
+    validation_problems: int = _field(500, "fixed validation problems for early stopping")
+    validate_every: int = _field(25, "validate (and checkpoint) every this many trajectories")
+    seed: int = _field(0, "seed of meta-parameter initialization and training problems")
+    validation_seed: int = _field(1, "seed of the validation problems")
+
+    def __post_init__(self) -> None:
+        for name in ("horizon", "unroll", "problems", "trajectories", "validation_problems",
+                     "validate_every"):
+            value = getattr(self, name)
+            if value < 1:
+                raise UsageError(f"Invalid {name}: {value}; use a positive integer")
+        if self.horizon % self.unroll:
+            raise UsageError(
+                f"Invalid unroll: {self.unroll} does not divide the horizon {self.horizon}; "
+                "choose an unroll that does"
+            )
+        if not self.meta_lr > 0:
+            raise UsageError(f"Invalid meta learning rate: {self.meta_lr}; use a positive number")
+        if self.clip_grad_norm < 0:
+            raise UsageError(f"Invalid clip_grad_norm: {self.clip_grad_norm}; use 0 or more")
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_choice("loss_weights", self.loss_weights, LOSS_WEIGHTINGS)
+        if self.seed == self.validation_seed:
+            raise UsageError(f"The training and validation seeds are both {self.seed}; make them differ")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """Tuned baselines and the learned optimizer on the same held-out test problems."""
+
+    baselines: tuple[str, ...] = _field(
+        ("sgd", "nag", "rmsprop", "adam"), "baseline optimizers to compare against"
+    )
+    test_problems: int = _field(1000, "held-out test problems")
+    test_seed: int = _field(2, "seed of the test problems (differs from training and validation)")
+    steps: int = _field(0, "optimizer steps per test problem; 0 means the meta-training horizon")
+    tuning_problems: int = _field(500, "validation problems used to tune baseline learning rates")
+    grid: LearningRateGrid = dataclasses.field(default_factory=LearningRateGrid)
+    bootstrap: int = _field(2000, "bootstrap resamples for the 95% intervals")
+
+    def __post_init__(self) -> None:
+        check_baseline_names(self.baselines)
+        for name in ("test_problems", "tuning_problems", "bootstrap"):
+            value = getattr(self, name)
+            if value < 1:
+                raise UsageError(f"Invalid {name}: {value}; use a positive integer")
+        if self.steps < 0:
+            raise UsageError(f"Invalid steps: {self.steps}; use a positive integer, or 0")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"Invalid {name}: {value!r}; choose one of {', '.join(choices)}")
+
+
+def _check_type(name: str, value: Any, hint: type) -> None:
+    # bool is an int in Python, and an int is a fine float; nothing else converts silently.
+    ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise UsageError(f"Invalid {name}: {value!r}; expected {hint.__name__}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass config as nested dicts of primitives (safe for JSON and checkpoints)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass from `to_dict` output, refusing unknown fields."""
+    if not isinstance(data, dict):
+        raise UsageError(f"Invalid {cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UsageError(f"Unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    values = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            value = from_dict(hint, value)
+        elif typing.get_origin(hint) is tuple:
+            if not isinstance(value, (list, tuple)):
+                raise UsageError(f"Invalid {name}: {value!r}; expected a list")
+            value = tuple(value)
+        elif hint in (int, float, str, bool):
+            _check_type(name, value, hint)
+        values[name] = value
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None

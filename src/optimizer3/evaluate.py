@@ -1,0 +1,151 @@
+"""Run every optimizer on the same problems and summarise the losses it reaches.
+
+Computation only: arrays in, arrays and numbers out. Plots live in `plotting`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
+from optimizer3.optim.tuning import LearningRateGrid, tune_learning_rate
+from optimizer3.tasks.base import TaskFamily
+from optimizer3.trajectories import run_baseline, run_learned
+
+
+def finite_or_inf(losses: np.ndarray) -> np.ndarray:
+    """Losses as float64 with every diverged (NaN or infinite) value set to +inf."""
+    losses = np.asarray(losses, dtype=np.float64)
+    return np.where(np.isfinite(losses), losses, np.inf)
+
+
+def safe_log10(losses: np.ndarray) -> np.ndarray:
+    """log10 of losses, with exact zeros clamped to the smallest positive float64."""
+    return np.log10(np.maximum(finite_or_inf(losses), np.finfo(np.float64).tiny))
+
+
+def _statistics(values: np.ndarray, axis: int) -> dict[str, np.ndarray]:
+    with np.errstate(invalid="ignore"):
+        return {
+            "mean": values.mean(axis=axis),
+            "median": np.median(values, axis=axis),
+            "mean_log10": safe_log10(values).mean(axis=axis),
+        }
+
+
+def summarize(final_losses: np.ndarray, samples: int, seed: int) -> dict[str, float]:
+    """Mean, median and mean log10 of final losses, each with a 95% bootstrap interval.
+
+    Every statistic is computed on the same `samples` resamples (percentile bootstrap).
+    """
+    values = finite_or_inf(final_losses)
+    rng = np.random.default_rng(seed)
+    resampled = values[rng.integers(0, len(values), size=(samples, len(values)))]
+    point, boot = _statistics(values, axis=0), _statistics(resampled, axis=1)
+    summary: dict[str, float] = {}
+    for name in point:
+        summary[name] = float(point[name])
+        low, high = np.percentile(boot[name], [2.5, 97.5])
+        summary[f"{name}_ci"] = [float(low), float(high)]
+    summary["geometric_mean"] = float(10.0 ** point["mean_log10"])
+    summary["diverged"] = int((~np.isfinite(values)).sum())
+    return summary
+
+
+def mean_curve(losses: np.ndarray, samples: int, seed: int, chunk: int = 100) -> dict[str, list[float]]:
+    """Mean loss at every step with a 95% bootstrap band, for plotting.
+
+    Args:
+      losses: shape [steps + 1, problems].
+    """
+    values = finite_or_inf(losses)
+    rng = np.random.default_rng(seed)
+    problems = values.shape[1]
+    means = []
+    for begin in range(0, samples, chunk):  # chunks bound the memory of the resamples
+        index = rng.integers(0, problems, size=(min(chunk, samples - begin), problems))
+        means.append(values[:, index].mean(axis=2))
+    boot = np.concatenate(means, axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5], axis=1)
+    return {"mean": values.mean(axis=1).tolist(), "low": low.tolist(), "high": high.tolist()}
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Everything measured in one comparison on the test problems."""
+
+    steps: int
+    learning_rates: dict[str, float]
+    tuning: dict[str, dict[str, list[float]]]
+    summaries: dict[str, dict[str, Any]]
+    curves: dict[str, dict[str, list[float]]]
+    seconds: dict[str, float]
+
+    def ratios(self, learned: str = "lstm") -> dict[str, float]:
+        """The learned optimizer's mean and geometric-mean final loss over the best baseline's."""
+        baselines = [name for name in self.summaries if name != learned]
+        best_mean = min(self.summaries[name]["mean"] for name in baselines)
+        best_geo = min(self.summaries[name]["geometric_mean"] for name in baselines)
+        return {
+            "mean_vs_best_baseline": self.summaries[learned]["mean"] / best_mean,
+            "geometric_mean_vs_best_baseline": self.summaries[learned]["geometric_mean"] / best_geo,
+        }
+
+
+def compare(
+    learned: tuple[MetaParams, LSTMOptimizerConfig] | None,
+    family: TaskFamily,
+    baselines: tuple[str, ...],
+    steps: int,
+    test_problems: int,
+    test_seed: int,
+    tuning_problems: int,
+    tuning_seed: int,
+    grid: LearningRateGrid,
+    bootstrap: int,
+) -> Comparison:
+    """Tune every baseline on validation problems, then run all optimizers on the test problems.
+
+    Every optimizer starts from the same initial parameters of the same test problems and sees
+    the same minibatches, because each run draws them from a generator seeded with `test_seed`.
+    """
+    clock = _Clock()
+    test_task = family.sample(test_problems, torch.Generator().manual_seed(test_seed))
+    tuning_task = family.sample(tuning_problems, torch.Generator().manual_seed(tuning_seed))
+    runs: dict[str, torch.Tensor] = {}
+    learning_rates, tuning = {}, {}
+    if learned is not None:
+        runs["lstm"] = clock("lstm", lambda: run_learned(*learned, test_task, steps, test_seed))
+    for name in baselines:
+        result = clock(f"tune_{name}", lambda: tune_learning_rate(name, tuning_task, steps, tuning_seed, grid))
+        learning_rates[name] = result.best_lr
+        tuning[name] = {"lrs": list(result.lrs), "scores": list(result.scores)}
+        runs[name] = clock(name, lambda: run_baseline(name, result.best_lr, test_task, steps, test_seed))
+    losses = {name: run.double().numpy() for name, run in runs.items()}
+    return Comparison(
+        steps=steps,
+        learning_rates=learning_rates,
+        tuning=tuning,
+        summaries={name: summarize(run[-1], bootstrap, test_seed) for name, run in losses.items()},
+        curves={name: mean_curve(run, min(bootstrap, 500), test_seed) for name, run in losses.items()},
+        seconds=clock.seconds,
+    )
+
+
+class _Clock:
+    """Runs labelled calls and records how long each took."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, label: str, call):
+        began = time.perf_counter()
+        try:
+            return call()
+        finally:
+            self.seconds[label] = time.perf_counter() - began

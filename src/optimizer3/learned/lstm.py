@@ -1,0 +1,149 @@
+"""The coordinatewise deep LSTM optimizer as pure functions.
+
+One set of weights is shared by every coordinate; every coordinate has its own hidden state,
+one row of a `[rows, hidden]` tensor. `lstm_step` is the single implementation of the update
+rule: the meta-trainer, the evaluator and the `torch.optim` adapter all call it.
+
+References: Andrychowicz et al. 2016, section 2.1 and Figure 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import torch
+
+from optimizer3.errors import UsageError
+
+from optimizer3.learned.preprocess import PREPROCESSINGS, input_size, preprocess
+
+MetaParams = dict[str, torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMOptimizerConfig:
+    """Architecture of the coordinatewise LSTM optimizer."""
+
+    layers: int = dataclasses.field(default=2, metadata={"help": "number of stacked LSTM layers"})
+    hidden_size: int = dataclasses.field(default=20, metadata={"help": "units per LSTM layer"})
+    preprocessing: str = dataclasses.field(
+        default="none",
+        metadata={"help": "gradient encoding: none (raw gradients) or log_sign (Appendix A)",
+                  "choices": PREPROCESSINGS},
+    )
+    preprocess_p: float = dataclasses.field(
+        default=10.0, metadata={"help": "the p of log_sign preprocessing"}
+    )
+    output_scale: float = dataclasses.field(
+        default=0.1, metadata={"help": "the LSTM's linear output is multiplied by this"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.layers < 1:
+            raise UsageError(f"Invalid number of LSTM layers: {self.layers}; use 1 or more")
+        if self.hidden_size < 1:
+            raise UsageError(f"Invalid LSTM hidden size: {self.hidden_size}; use 1 or more")
+        input_size(self.preprocessing)
+        if not self.preprocess_p > 0:
+            raise UsageError(f"Invalid preprocess_p: {self.preprocess_p}; use a positive number")
+        if not self.output_scale > 0:
+            raise UsageError(f"Invalid output_scale: {self.output_scale}; use a positive number")
+
+
+class LSTMState(NamedTuple):
+    """Per-coordinate recurrent state: one `[rows, hidden]` tensor per layer for h and for c."""
+
+    h: tuple[torch.Tensor, ...]
+    c: tuple[torch.Tensor, ...]
+
+    def detach(self) -> "LSTMState":
+        return LSTMState(tuple(t.detach() for t in self.h), tuple(t.detach() for t in self.c))
+
+
+def meta_param_shapes(config: LSTMOptimizerConfig) -> dict[str, tuple[int, ...]]:
+    """Name and shape of every meta-parameter, in a fixed order."""
+    hidden = config.hidden_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    fan_in = input_size(config.preprocessing)
+    for layer in range(config.layers):
+        # One matrix for [input, h] -> the four gates, ordered (input, forget, output, cell).
+        shapes[f"lstm.{layer}.weight"] = (fan_in + hidden, 4 * hidden)
+        shapes[f"lstm.{layer}.bias"] = (4 * hidden,)
+        fan_in = hidden
+    shapes["output.weight"] = (hidden, 1)
+    shapes["output.bias"] = (1,)
+    return shapes
+
+
+def init_meta_params(
+    config: LSTMOptimizerConfig,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+) -> MetaParams:
+    """Fresh meta-parameters: uniform(±1/sqrt(hidden)) like torch.nn.LSTM, forget bias 1.
+
+    The forget-gate bias starts at 1 so that the cell state is remembered by default, a common
+    LSTM choice (Jozefowicz et al. 2015) that speeds up early meta-training.
+    """
+    bound = 1.0 / math.sqrt(config.hidden_size)
+    params: MetaParams = {}
+    for name, shape in meta_param_shapes(config).items():
+        tensor = torch.empty(shape, dtype=dtype).uniform_(-bound, bound, generator=generator)
+        if name.startswith("lstm.") and name.endswith(".bias"):
+            hidden = config.hidden_size
+            tensor[hidden : 2 * hidden] += 1.0
+        params[name] = tensor
+    return params
+
+
+def init_state(
+    config: LSTMOptimizerConfig,
+    rows: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> LSTMState:
+    """Zero hidden and cell state for `rows` coordinates."""
+    zeros = tuple(
+        torch.zeros(rows, config.hidden_size, dtype=dtype, device=device)
+        for _ in range(config.layers)
+    )
+    return LSTMState(zeros, tuple(torch.zeros_like(z) for z in zeros))
+
+
+def lstm_step(
+    meta_params: MetaParams,
+    grads: torch.Tensor,
+    state: LSTMState,
+    config: LSTMOptimizerConfig,
+) -> tuple[torch.Tensor, LSTMState]:
+    """One step of the learned optimizer for every coordinate at once.
+
+    Args:
+      meta_params: the LSTM's weights, as made by `init_meta_params`.
+      grads: the optimizee's gradients, one per coordinate, shape [rows].
+      state: the recurrent state of every coordinate (`init_state`).
+      config: the architecture.
+
+    Returns:
+      (updates, new_state): `updates` has shape [rows] and is added to the parameters.
+    """
+    hidden = config.hidden_size
+    x = preprocess(grads, config.preprocessing, config.preprocess_p)
+    new_h, new_c = [], []
+    for layer in range(config.layers):
+        gates = torch.addmm(
+            meta_params[f"lstm.{layer}.bias"],
+            torch.cat((x, state.h[layer]), dim=1),
+            meta_params[f"lstm.{layer}.weight"],
+        )
+        input_gate, forget_gate, output_gate = gates[:, : 3 * hidden].sigmoid().chunk(3, dim=1)
+        candidate = gates[:, 3 * hidden :].tanh()
+        cell = torch.addcmul(forget_gate * state.c[layer], input_gate, candidate)
+        x = output_gate * cell.tanh()
+        new_h.append(x)
+        new_c.append(cell)
+    out = torch.addmm(meta_params["output.bias"], x, meta_params["output.weight"])
+    updates = out.squeeze(1) * config.output_scale
+    return updates, LSTMState(tuple(new_h), tuple(new_c))

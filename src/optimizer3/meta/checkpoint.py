@@ -1,0 +1,111 @@
+"""Checkpoints: one plain dict of tensors and primitives, written atomically.
+
+Loading never unpickles arbitrary objects (`torch.load(weights_only=True)`) and checks the
+format version, the keys and every meta-parameter's shape against the stored architecture.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+import torch
+
+from optimizer3.config import MetaTrainConfig, from_dict, to_dict
+from optimizer3.errors import CheckpointError, UsageError
+from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams, meta_param_shapes
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("version", "config", "meta_params", "best_meta_params", "meta_opt_state",
+                 "trajectory", "best_validation", "rng")
+
+
+def atomic_save(obj: Any, path: pathlib.Path) -> None:
+    """torch.save `obj` to a temporary file beside `path`, then rename it into place."""
+    path = pathlib.Path(path)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_checkpoint(
+    config: MetaTrainConfig,
+    meta_params: MetaParams,
+    best_meta_params: MetaParams,
+    meta_opt_state: dict[str, Any],
+    trajectory: int,
+    best_validation: float,
+    rng: torch.Tensor,
+) -> dict[str, Any]:
+    """The checkpoint dict (see `REQUIRED_KEYS`); tensors are detached copies."""
+    return {
+        "version": FORMAT_VERSION,
+        "config": to_dict(config),
+        "meta_params": {k: v.detach().clone() for k, v in meta_params.items()},
+        "best_meta_params": {k: v.detach().clone() for k, v in best_meta_params.items()},
+        "meta_opt_state": meta_opt_state,
+        "trajectory": trajectory,
+        "best_validation": best_validation,
+        "rng": rng.clone(),
+    }
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a checkpoint; raise `CheckpointError` saying what is wrong."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}; pass the checkpoint.pt of a meta-train run")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or unsafe files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"Cannot read checkpoint {path}: not a plain-dict optimizer3 checkpoint ({reason})"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"Checkpoint {path} holds a {type(checkpoint).__name__}, not a dict")
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"Checkpoint {path} lacks {', '.join(missing)}; is it an optimizer3 checkpoint?")
+    if checkpoint["version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"Checkpoint {path} has format version {checkpoint['version']!r}; this optimizer3 "
+            f"reads version {FORMAT_VERSION}"
+        )
+    try:
+        config = from_dict(MetaTrainConfig, checkpoint["config"])
+    except UsageError as error:
+        raise CheckpointError(f"Checkpoint {path} has an invalid config: {error}") from None
+    for key in ("meta_params", "best_meta_params"):
+        check_meta_params(checkpoint[key], config.optimizer, f"{path} ({key})")
+    checkpoint["config"] = config
+    return checkpoint
+
+
+def check_meta_params(meta_params: Any, config: LSTMOptimizerConfig, where: str) -> None:
+    """Raise `CheckpointError` unless `meta_params` fit the architecture `config` exactly."""
+    expected = meta_param_shapes(config)
+    if not isinstance(meta_params, dict) or set(meta_params) != set(expected):
+        names = sorted(meta_params) if isinstance(meta_params, dict) else type(meta_params).__name__
+        raise CheckpointError(
+            f"Meta-parameters in {where} do not match the architecture {config}: got {names}"
+        )
+    for name, shape in expected.items():
+        tensor = meta_params[name]
+        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape:
+            got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise CheckpointError(
+                f"Meta-parameter {name} in {where} has shape {got}, expected {shape}: "
+                "the checkpoint is for another architecture"
+            )
+        if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
+            raise CheckpointError(f"Meta-parameter {name} in {where} is not finite floating point")

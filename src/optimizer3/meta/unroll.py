@@ -1,0 +1,99 @@
+"""The unrolled optimization of a batch of problems by the learned optimizer.
+
+This is the one place where the optimizee is trained by the LSTM: meta-training differentiates
+through `unroll`, and evaluation runs the same code without a meta-gradient.
+
+References: Andrychowicz et al. 2016, section 2 and Figure 2.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams, init_state, lstm_step
+from optimizer3.tasks.base import Task
+
+
+class Carry(NamedTuple):
+    """What one truncation hands to the next: parameters, their gradient, the LSTM state."""
+
+    params: torch.Tensor
+    grads: torch.Tensor
+    state: LSTMState
+    step: int
+
+    def detach(self) -> "Carry":
+        return Carry(self.params.detach(), self.grads.detach(), self.state.detach(), self.step)
+
+
+def loss_and_grad(
+    task: Task, params: torch.Tensor, batch: object, second_order: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-problem losses at `params` and the gradient of their sum.
+
+    The gradient is a constant of the meta-graph unless `second_order`: dropping its
+    dependence on the meta-parameters is the paper's approximation (no Hessian of the
+    optimizee), which makes the meta-gradient much cheaper.
+    """
+    in_graph = params.requires_grad
+    if not in_graph:
+        params = params.detach().requires_grad_()
+    with torch.enable_grad():
+        losses = task.loss(params, batch)
+        (grads,) = torch.autograd.grad(
+            losses.sum(), params, retain_graph=in_graph, create_graph=second_order and in_graph
+        )
+    return (losses if in_graph else losses.detach()), grads
+
+
+def start(
+    task: Task, config: LSTMOptimizerConfig, generator: torch.Generator
+) -> tuple[Carry, torch.Tensor]:
+    """Initial parameters, their loss and gradient, and a zero LSTM state."""
+    params = task.init(generator)
+    losses, grads = loss_and_grad(task, params, task.sample_batch(generator), second_order=False)
+    state = init_state(config, params.numel(), dtype=params.dtype, device=params.device)
+    return Carry(params, grads, state, 0), losses.detach()
+
+
+def unroll(
+    meta_params: MetaParams,
+    config: LSTMOptimizerConfig,
+    task: Task,
+    carry: Carry,
+    steps: int,
+    generator: torch.Generator,
+    weights: torch.Tensor | None = None,
+    second_order: bool = False,
+) -> tuple[torch.Tensor, Carry, torch.Tensor]:
+    """Run the learned optimizer for `steps` steps from `carry`.
+
+    Args:
+      meta_params: the LSTM's weights.
+      config: the LSTM's architecture.
+      task: the batch of problems being optimized.
+      carry: where the previous truncation stopped (or `start`).
+      steps: number of optimizer steps.
+      generator: draws the minibatches of tasks that have data.
+      weights: meta-loss weight for each of the `steps` losses; ones when None.
+      second_order: keep the optimizee's second derivatives in the meta-graph.
+
+    Returns:
+      (meta_loss, carry, losses): `meta_loss` is the weighted sum over steps of the mean loss
+      over problems (so that the meta-gradient is an average over problems); `losses` holds the
+      detached per-problem losses after each step, shape [steps, num_problems].
+    """
+    params, grads, state, step = carry
+    shape = params.shape
+    meta_loss = params.new_zeros(())
+    history = []
+    for t in range(steps):
+        updates, state = lstm_step(meta_params, grads.reshape(-1), state, config)
+        params = params + updates.view(shape)
+        losses, grads = loss_and_grad(task, params, task.sample_batch(generator), second_order)
+        weight = 1.0 if weights is None else weights[t]
+        meta_loss = meta_loss + weight * losses.mean()
+        history.append(losses.detach())
+    return meta_loss, Carry(params, grads, state, step + steps), torch.stack(history)

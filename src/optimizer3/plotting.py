@@ -1,0 +1,42 @@
+"""Figures from computed curves. Plotting only plots: every number arrives computed."""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed or wanted
+import matplotlib.pyplot as plt  # noqa: E402
+
+LEARNED_NAME = "lstm"
+
+
+def plot_loss_curves(
+    curves: dict[str, dict[str, list[float]]], path: pathlib.Path, title: str
+) -> None:
+    """Mean loss against step on a log axis, one line per optimizer with its 95% band.
+
+    Args:
+      curves: optimizer name -> {"mean", "low", "high"}, each a list over steps 0..T.
+      path: where to write the PNG.
+      title: the figure's title.
+    """
+    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for name, curve in curves.items():
+        steps = range(len(curve["mean"]))
+        learned = name == LEARNED_NAME
+        (line,) = axes.plot(
+            steps, curve["mean"], label=name.upper() if learned else name,
+            linewidth=2.2 if learned else 1.4, zorder=3 if learned else 2,
+        )
+        axes.fill_between(steps, curve["low"], curve["high"], color=line.get_color(), alpha=0.2, linewidth=0)
+    axes.set_yscale("log")
+    axes.set_xlabel("step")
+    axes.set_ylabel("mean loss (95% bootstrap band)")
+    axes.set_title(title)
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

@@ -1,0 +1,140 @@
+"""Result files of a comparison: results.json, results.md and loss_curves.png, written atomically."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import pathlib
+import platform
+import tempfile
+from typing import Any
+
+import torch
+
+from optimizer3.evaluate import Comparison
+from optimizer3.plotting import plot_loss_curves
+
+
+def machine_description() -> dict[str, Any]:
+    """Where a figure was measured: enough to tell two machines apart."""
+    return {
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _fmt(value: float) -> str:
+    return "∞" if math.isinf(value) else f"{value:.3g}"
+
+
+def _interval(summary: dict[str, Any], key: str, scale=lambda v: v) -> str:
+    low, high = summary[f"{key}_ci"]
+    return f"{_fmt(scale(summary[key]))} [{_fmt(scale(low))}, {_fmt(scale(high))}]"
+
+
+def markdown_table(comparison: Comparison) -> str:
+    """The summary table: one row per optimizer, 95% bootstrap intervals in brackets."""
+    power = lambda v: 10.0**v  # noqa: E731 - geometric mean from mean log10
+    lines = [
+        f"| optimizer | learning rate | mean final loss | median final loss | geometric mean final loss | diverged |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, summary in comparison.summaries.items():
+        lr = comparison.learning_rates.get(name)
+        lines.append(
+            f"| {name} | {'learned' if lr is None else f'{lr:.3g}'} | {_interval(summary, 'mean')} | "
+            f"{_interval(summary, 'median')} | {_interval(summary, 'mean_log10', power)} | "
+            f"{summary['diverged']} |"
+        )
+    return "\n".join(lines)
+
+
+def _atomic_write_text(path: pathlib.Path, text: str) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    # JSON has no infinity: a diverged statistic is written as null.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_results(
+    run_dir: pathlib.Path,
+    comparison: Comparison,
+    config: dict[str, Any],
+    title: str,
+    command: str,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Write results.json, results.md and loss_curves.png into `run_dir`; return the table."""
+    table = markdown_table(comparison)
+    has_learned = "lstm" in comparison.summaries and len(comparison.summaries) > 1
+    ratios = comparison.ratios() if has_learned else {}
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    machine = machine_description()
+    results = {
+        "title": title,
+        "command": command,
+        "date": date,
+        "machine": machine,
+        "config": config,
+        "steps": comparison.steps,
+        "learning_rates": comparison.learning_rates,
+        "ratios": ratios,
+        "summaries": comparison.summaries,
+        "tuning": comparison.tuning,
+        "curves": comparison.curves,
+        "seconds": comparison.seconds,
+        **(extra or {}),
+    }
+    _atomic_write_text(run_dir / "results.json", json.dumps(_json_safe(results), indent=1) + "\n")
+    plot_path = run_dir / "loss_curves.png"
+    handle, tmp = tempfile.mkstemp(dir=run_dir, prefix=".loss_curves.", suffix=".png")
+    os.close(handle)
+    plot_loss_curves(comparison.curves, pathlib.Path(tmp), title)
+    os.replace(tmp, plot_path)
+    ratio_lines = "".join(
+        f"- {name.replace('_', ' ')}: {value:.3f}\n" for name, value in ratios.items()
+    )
+    markdown = (
+        f"# {title}\n\n"
+        f"Final loss after {comparison.steps} steps on {config.get('evaluation', {}).get('test_problems', '?')} "
+        "held-out test problems; 95% bootstrap intervals in brackets. Baseline learning rates "
+        "were tuned on the validation problems.\n\n"
+        f"{table}\n\n"
+        + (f"Learned optimizer relative to the best tuned baseline:\n{ratio_lines}\n" if ratio_lines else "")
+        + f"![loss curves](loss_curves.png)\n\n"
+        f"Command: `{command}`  \nDate: {date}  \nMachine: {machine['processor']}, "
+        f"{machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, torch {machine['torch']}\n"
+    )
+    _atomic_write_text(run_dir / "results.md", markdown)
+    return table
