@@ -50,7 +50,8 @@ def summarize(final_losses: np.ndarray, samples: int, seed: int) -> dict[str, fl
     summary: dict[str, float] = {}
     for name in point:
         summary[name] = float(point[name])
-        low, high = np.percentile(boot[name], [2.5, 97.5])
+        with np.errstate(invalid="ignore"):  # inf - inf while interpolating diverged resamples
+            low, high = np.percentile(boot[name], [2.5, 97.5])
         summary[f"{name}_ci"] = [float(low), float(high)]
     summary["geometric_mean"] = float(10.0 ** point["mean_log10"])
     summary["diverged"] = int((~np.isfinite(values)).sum())
@@ -71,7 +72,8 @@ def mean_curve(losses: np.ndarray, samples: int, seed: int, chunk: int = 100) ->
         index = rng.integers(0, problems, size=(min(chunk, samples - begin), problems))
         means.append(values[:, index].mean(axis=2))
     boot = np.concatenate(means, axis=1)
-    low, high = np.percentile(boot, [2.5, 97.5], axis=1)
+    with np.errstate(invalid="ignore"):
+        low, high = np.percentile(boot, [2.5, 97.5], axis=1)
     return {"mean": values.mean(axis=1).tolist(), "low": low.tolist(), "high": high.tolist()}
 
 

@@ -32,6 +32,11 @@ def plot_loss_curves(
         )
         axes.fill_between(steps, curve["low"], curve["high"], color=line.get_color(), alpha=0.2, linewidth=0)
     axes.set_yscale("log")
+    # A baseline that diverges would squash every other curve; keep the view near the start.
+    start = max(curve["mean"][0] for curve in curves.values())
+    lowest = min(min(curve["low"]) for curve in curves.values())
+    if start > 0 and lowest > 0:
+        axes.set_ylim(bottom=lowest / 2, top=start * 3)
     axes.set_xlabel("step")
     axes.set_ylabel("mean loss (95% bootstrap band)")
     axes.set_title(title)

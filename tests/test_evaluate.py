@@ -1,0 +1,61 @@
+import numpy as np
+import torch
+
+from optimizer3.evaluate import compare, mean_curve, summarize
+from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
+from optimizer3.optim.tuning import LearningRateGrid
+from optimizer3.tasks.quadratic import QuadraticFamily
+from optimizer3.trajectories import run_baseline, run_learned
+
+
+def test_summary_statistics_and_intervals():
+    rng = np.random.default_rng(0)
+    values = rng.lognormal(size=500)
+    summary = summarize(values, samples=1000, seed=0)
+    assert np.isclose(summary["mean"], values.mean())
+    assert np.isclose(summary["median"], np.median(values))
+    assert np.isclose(summary["mean_log10"], np.log10(values).mean())
+    assert np.isclose(summary["geometric_mean"], 10 ** np.log10(values).mean())
+    for key in ("mean", "median", "mean_log10"):
+        low, high = summary[f"{key}_ci"]
+        assert low < summary[key] < high
+    assert summary["diverged"] == 0
+
+
+def test_diverged_runs_count_as_infinite():
+    summary = summarize(np.array([1.0, np.nan, np.inf, 2.0]), samples=100, seed=0)
+    assert summary["diverged"] == 2
+    assert summary["mean"] == np.inf
+    assert summary["median"] == np.inf  # two of four problems diverged
+
+
+def test_mean_curve_band_contains_the_mean():
+    losses = np.random.default_rng(1).lognormal(size=(11, 300))
+    curve = mean_curve(losses, samples=200, seed=0)
+    assert len(curve["mean"]) == 11
+    assert all(lo <= m <= hi for lo, m, hi in zip(curve["low"], curve["mean"], curve["high"]))
+
+
+def test_every_optimizer_starts_from_the_same_problems():
+    task = QuadraticFamily(dim=3).sample(8, torch.Generator().manual_seed(0))
+    config = LSTMOptimizerConfig()
+    learned = run_learned(init_meta_params(config, torch.Generator().manual_seed(0)), config, task, 5, seed=9)
+    sgd = run_baseline("sgd", 0.01, task, 5, seed=9)
+    assert learned.shape == sgd.shape == (6, 8)
+    torch.testing.assert_close(learned[0], sgd[0])
+
+
+def test_compare_tunes_on_validation_and_reports_every_optimizer():
+    config = LSTMOptimizerConfig()
+    meta = init_meta_params(config, torch.Generator().manual_seed(0))
+    comparison = compare(
+        (meta, config), QuadraticFamily(dim=3), ("sgd", "adam"), steps=10, test_problems=20,
+        test_seed=2, tuning_problems=20, tuning_seed=1,
+        grid=LearningRateGrid(lr_min=1e-3, lr_max=1.0, per_decade=3), bootstrap=50,
+    )
+    assert set(comparison.summaries) == {"lstm", "sgd", "adam"}
+    assert set(comparison.learning_rates) == {"sgd", "adam"}
+    assert all(len(curve["mean"]) == 11 for curve in comparison.curves.values())
+    ratios = comparison.ratios()
+    best = min(comparison.summaries["sgd"]["mean"], comparison.summaries["adam"]["mean"])
+    assert np.isclose(ratios["mean_vs_best_baseline"], comparison.summaries["lstm"]["mean"] / best)

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from optimizer3.errors import UsageError
+from optimizer3.learned.lstm import (
+    LSTMOptimizerConfig, init_meta_params, init_state, lstm_step, meta_param_shapes,
+)
+
+
+@pytest.mark.parametrize("preprocessing", ["none", "log_sign"])
+@pytest.mark.parametrize("layers,hidden", [(1, 5), (2, 20), (3, 8)])
+def test_shapes(preprocessing, layers, hidden):
+    config = LSTMOptimizerConfig(layers=layers, hidden_size=hidden, preprocessing=preprocessing)
+    params = init_meta_params(config, torch.Generator().manual_seed(0))
+    assert {k: tuple(v.shape) for k, v in params.items()} == meta_param_shapes(config)
+    state = init_state(config, rows=13)
+    updates, new_state = lstm_step(params, torch.randn(13), state, config)
+    assert updates.shape == (13,)
+    assert len(new_state.h) == len(new_state.c) == layers
+    assert all(t.shape == (13, hidden) for t in new_state.h + new_state.c)
+
+
+@pytest.mark.parametrize("preprocessing", ["none", "log_sign"])
+def test_coordinates_do_not_leak_into_each_other(preprocessing):
+    config = LSTMOptimizerConfig(preprocessing=preprocessing)
+    params = init_meta_params(config, torch.Generator().manual_seed(1), dtype=torch.float64)
+    rows = 6
+    state = init_state(config, rows, dtype=torch.float64)
+    grads = torch.randn(rows, dtype=torch.float64)
+    # Two steps so that a leak through the recurrent state would show too.
+    def two_steps(g):
+        updates, s = lstm_step(params, g, state, config)
+        updates, _ = lstm_step(params, g * 0.5, s, config)
+        return updates
+
+    jacobian = torch.autograd.functional.jacobian(two_steps, grads)
+    off_diagonal = jacobian - torch.diag(torch.diagonal(jacobian))
+    assert off_diagonal.abs().max() == 0
+    assert torch.diagonal(jacobian).abs().min() > 0
+
+
+def test_each_row_matches_a_one_row_computation():
+    config = LSTMOptimizerConfig()
+    params = init_meta_params(config, torch.Generator().manual_seed(2), dtype=torch.float64)
+    grads = torch.randn(5, dtype=torch.float64)
+    batched, _ = lstm_step(params, grads, init_state(config, 5, dtype=torch.float64), config)
+    for row in range(5):
+        single, _ = lstm_step(params, grads[row : row + 1], init_state(config, 1, dtype=torch.float64), config)
+        torch.testing.assert_close(batched[row : row + 1], single)
+
+
+def test_output_scale_multiplies_the_update():
+    base = LSTMOptimizerConfig(output_scale=1.0)
+    params = init_meta_params(base, torch.Generator().manual_seed(3))
+    grads = torch.randn(4)
+    one, _ = lstm_step(params, grads, init_state(base, 4), base)
+    scaled = LSTMOptimizerConfig(output_scale=0.1)
+    tenth, _ = lstm_step(params, grads, init_state(scaled, 4), scaled)
+    torch.testing.assert_close(tenth, one * 0.1)
+
+
+def test_init_is_deterministic_per_seed():
+    config = LSTMOptimizerConfig()
+    a = init_meta_params(config, torch.Generator().manual_seed(5))
+    b = init_meta_params(config, torch.Generator().manual_seed(5))
+    c = init_meta_params(config, torch.Generator().manual_seed(6))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"layers": 0}, "layers: 0"), ({"hidden_size": -1}, "hidden size: -1"),
+     ({"preprocessing": "x"}, "'x'"), ({"output_scale": 0.0}, "output_scale: 0.0"),
+     ({"preprocess_p": -2.0}, "preprocess_p: -2.0")],
+)
+def test_bad_config_is_refused(kwargs, match):
+    with pytest.raises(UsageError, match=match):
+        LSTMOptimizerConfig(**kwargs)
