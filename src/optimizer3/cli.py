@@ -29,6 +29,13 @@ from optimizer3.tasks import TaskConfig, make_task_family
 EXPERIMENTS = ("quadratic",)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that names the problem, then exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def _flag(field: dataclasses.Field) -> str:
     return "--" + field.metadata.get("flag", field.name).replace("_", "-")
 
@@ -181,12 +188,14 @@ def _common(parser: argparse.ArgumentParser, run_dir_required: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="optimizer3",
         description="Learned optimizers: meta-train a coordinatewise LSTM optimizer and compare "
         "it with tuned SGD, NAG, RMSprop and Adam.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     train = commands.add_parser("meta-train", help="meta-train a learned optimizer")
     _common(train, run_dir_required=True)

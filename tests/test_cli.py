@@ -1,0 +1,109 @@
+"""The command line on tiny budgets, including bad input: one line, exit 2, nothing touched."""
+
+import json
+
+import pytest
+import torch
+
+from optimizer3.cli import main
+
+TINY = [
+    "--quiet", "--threads", "1", "--dim", "4", "--horizon", "10", "--unroll", "5",
+    "--problems", "8", "--trajectories", "2", "--validation-problems", "16",
+    "--validate-every", "1",
+]
+TINY_EVAL = ["--test-problems", "16", "--tuning-problems", "16", "--bootstrap", "20",
+             "--lr-min", "1e-3", "--lr-max", "1", "--per-decade", "3"]
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "quadratic"
+    assert main(["reproduce", "quadratic", "--run-dir", str(run_dir), *TINY, *TINY_EVAL]) == 0
+    return run_dir
+
+
+def test_reproduce_writes_every_result(reproduced):
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "results.json", "results.md",
+                 "loss_curves.png"):
+        assert (reproduced / name).is_file(), name
+    results = json.loads((reproduced / "results.json").read_text())
+    assert set(results["summaries"]) == {"lstm", "sgd", "nag", "rmsprop", "adam"}
+    assert set(results["learning_rates"]) == {"sgd", "nag", "rmsprop", "adam"}
+    assert results["config"]["meta_train"]["horizon"] == 10
+    assert (reproduced / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| lstm | learned |" in (reproduced / "results.md").read_text()
+
+
+def test_meta_train_then_evaluate_on_a_bigger_dimension(tmp_path, reproduced):
+    assert main(["meta-train", "--run-dir", str(tmp_path / "train"), *TINY]) == 0
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--checkpoint", str(tmp_path / "train" / "checkpoint.pt"),
+                 "--run-dir", str(out), "--dim", "6", "--baselines", "adam", "--quiet", *TINY_EVAL])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["task"]["dim"] == 6 and set(results["summaries"]) == {"lstm", "adam"}
+
+
+def _fails_cleanly(capsys, argv, *needles):
+    with pytest.raises(SystemExit) as exit_info:
+        code = main(argv)
+        raise SystemExit(code)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.mark.parametrize(
+    "extra,needles",
+    [(["--task", "cubic"], ["cubic"]),
+     (["--baselines", "sgd", "adagrad"], ["adagrad"]),
+     (["--horizon", "100", "--unroll", "30"], ["30", "does not divide", "100"]),
+     (["--horizon", "0"], ["horizon: 0"]),
+     (["--trajectories", "-3"], ["-3"]),
+     (["--preprocessing", "sqrt"], ["sqrt"]),
+     (["--test-seed", "0"], ["test_seed: 0"]),
+     (["--meta-lr", "abc"], ["abc"])],
+)
+def test_bad_reproduce_input(tmp_path, capsys, extra, needles):
+    run_dir = tmp_path / "run"
+    _fails_cleanly(capsys, ["reproduce", "quadratic", "--run-dir", str(run_dir), *TINY, *extra], *needles)
+    assert not run_dir.exists()
+
+
+def test_unknown_experiment(capsys):
+    _fails_cleanly(capsys, ["reproduce", "mnist-3d"], "mnist-3d")
+
+
+def test_existing_run_directory_is_never_overwritten(tmp_path, capsys, reproduced):
+    before = {p.name: p.read_bytes() for p in reproduced.iterdir()}
+    _fails_cleanly(capsys, ["reproduce", "quadratic", "--run-dir", str(reproduced), *TINY],
+                   str(reproduced), "--overwrite")
+    _fails_cleanly(capsys, ["meta-train", "--run-dir", str(reproduced), *TINY], "--overwrite")
+    assert {p.name: p.read_bytes() for p in reproduced.iterdir()} == before
+
+
+def test_bad_checkpoints(tmp_path, capsys, reproduced):
+    out = tmp_path / "out"
+    _fails_cleanly(capsys, ["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--run-dir", str(out)],
+                   "not found", "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    _fails_cleanly(capsys, ["evaluate", "--checkpoint", str(corrupt), "--run-dir", str(out)], "corrupt.pt")
+    raw = torch.load(reproduced / "checkpoint.pt", weights_only=True)
+    raw["meta_params"]["lstm.0.weight"] = torch.zeros(3, 3)
+    torch.save(raw, tmp_path / "other.pt")
+    _fails_cleanly(capsys, ["evaluate", "--checkpoint", str(tmp_path / "other.pt"), "--run-dir", str(out)],
+                   "lstm.0.weight", "another architecture")
+    assert not out.exists()
+
+
+def test_help_documents_every_knob(capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--horizon", "--unroll", "--meta-lr", "--second-order", "--preprocessing",
+                 "--output-scale", "--clip-grad-norm", "--loss-weights", "--lr-min", "--test-seed"):
+        assert flag in text

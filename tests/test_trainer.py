@@ -1,0 +1,118 @@
+import dataclasses
+import pathlib
+import pickle
+
+import pytest
+import torch
+
+from optimizer3.config import MetaTrainConfig, to_dict
+from optimizer3.errors import CheckpointError, UsageError
+from optimizer3.learned.lstm import LSTMOptimizerConfig
+from optimizer3.meta.checkpoint import FORMAT_VERSION, load_checkpoint
+from optimizer3.meta.trainer import loss_weights, meta_train
+from optimizer3.tasks import TaskConfig
+
+TINY = MetaTrainConfig(
+    task=TaskConfig(dim=5), horizon=20, unroll=5, problems=32, trajectories=16,
+    validation_problems=64, validate_every=8,
+)
+
+
+def test_meta_training_lowers_the_validation_loss(tmp_path):
+    result = meta_train(TINY, tmp_path, progress=False)
+    initial = result.history[0]["validation_loss"]
+    assert result.best_validation < 0.5 * initial
+    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "metrics.jsonl").is_file()
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == TINY.trajectories
+
+
+def test_meta_training_is_bit_for_bit_deterministic_per_seed():
+    config = dataclasses.replace(TINY, trajectories=4)
+    a = meta_train(config, progress=False).meta_params
+    b = meta_train(config, progress=False).meta_params
+    c = meta_train(dataclasses.replace(config, seed=5), progress=False).meta_params
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_second_order_and_final_weighting_run():
+    config = dataclasses.replace(TINY, trajectories=2, second_order=True, loss_weights="final")
+    result = meta_train(config, progress=False)
+    assert all(torch.isfinite(v).all() for v in result.meta_params.values())
+
+
+def test_loss_weights():
+    assert loss_weights("uniform", 4).tolist() == [1, 1, 1, 1]
+    assert loss_weights("linear", 4).tolist() == [0.25, 0.5, 0.75, 1.0]
+    assert loss_weights("final", 4).tolist() == [0, 0, 0, 1]
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [({"horizon": 100, "unroll": 30}, "does not divide"), ({"horizon": 0}, "horizon: 0"),
+     ({"trajectories": -1}, "trajectories: -1"), ({"meta_lr": 0.0}, "meta learning rate"),
+     ({"validation_seed": 0}, "seeds are both 0"), ({"loss_weights": "cubic"}, "'cubic'")],
+)
+def test_bad_settings_are_refused(changes, match):
+    with pytest.raises(UsageError, match=match):
+        dataclasses.replace(MetaTrainConfig(), **changes)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_path(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    meta_train(dataclasses.replace(TINY, trajectories=2, validate_every=1), run_dir, progress=False)
+    return run_dir / "checkpoint.pt"
+
+
+def test_checkpoint_is_a_plain_dict_loadable_without_pickle(checkpoint_path):
+    raw = torch.load(checkpoint_path, weights_only=True)
+    assert raw["version"] == FORMAT_VERSION and raw["trajectory"] == 2
+    assert raw["config"] == to_dict(dataclasses.replace(TINY, trajectories=2, validate_every=1))
+    loaded = load_checkpoint(checkpoint_path)
+    assert isinstance(loaded["config"], MetaTrainConfig)
+
+
+def test_missing_and_corrupt_checkpoints_are_refused(tmp_path, checkpoint_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(checkpoint_path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="Cannot read checkpoint"):
+        load_checkpoint(corrupt)
+    listed = tmp_path / "list.pt"
+    torch.save([1, 2], listed)
+    with pytest.raises(CheckpointError, match="holds a list"):
+        load_checkpoint(listed)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(_Payload.marker),))
+
+
+def test_a_pickled_object_is_refused_and_never_runs(tmp_path):
+    _Payload.marker = str(tmp_path / "executed")
+    evil = tmp_path / "evil.pt"
+    with evil.open("wb") as file:
+        pickle.dump({"version": FORMAT_VERSION, "payload": _Payload()}, file)
+    with pytest.raises(CheckpointError, match="not a plain-dict"):
+        load_checkpoint(evil)
+    assert not (tmp_path / "executed").exists()
+    # The payload is real: plain unpickling would have run it.
+    pickle.loads(evil.read_bytes())
+    assert (tmp_path / "executed").exists()
+
+
+def test_other_architecture_and_version_are_refused(tmp_path, checkpoint_path):
+    raw = torch.load(checkpoint_path, weights_only=True)
+    other = dict(raw, config=dict(raw["config"], optimizer=to_dict(LSTMOptimizerConfig(hidden_size=7))))
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="another architecture|do not match"):
+        load_checkpoint(tmp_path / "other.pt")
+    torch.save(dict(raw, version=99), tmp_path / "v99.pt")
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(tmp_path / "v99.pt")
+    torch.save(dict(raw, config=dict(raw["config"], horizon="long")), tmp_path / "typed.pt")
+    with pytest.raises(CheckpointError, match="horizon"):
+        load_checkpoint(tmp_path / "typed.pt")
