@@ -49,6 +49,35 @@ def throughput(problems: int, dim: int, repeats: int) -> float:
     return problems * dim * config.horizon / best
 
 
+VIEW_OPS = {"aten::view", "aten::slice", "aten::as_strided", "aten::narrow", "aten::unsqueeze",
+            "aten::squeeze", "aten::chunk", "aten::split", "aten::t", "aten::transpose",
+            "aten::expand", "aten::empty", "aten::empty_strided", "aten::detach", "aten::alias",
+            "aten::resolve_conj", "aten::resolve_neg", "aten::to", "aten::_to_copy", "aten::copy_",
+            "aten::reshape", "aten::empty_like", "aten::zeros_like", "aten::select", "aten::stack",
+            "aten::_reshape_alias", "aten::unbind", "aten::item", "aten::_local_scalar_dense",
+            "aten::permute", "aten::contiguous", "aten::zero_", "aten::fill_", "aten::lift_fresh",
+            "aten::result_type", "aten::is_nonzero"}
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm"}
+
+
+def profile_breakdown(problems: int = 128) -> dict[str, float]:
+    """Compute operations per optimizee step, and the matrix products' share of operator time."""
+    config = MetaTrainConfig(problems=problems)
+    generator = torch.Generator().manual_seed(0)
+    meta_params = {k: v.requires_grad_() for k, v in init_meta_params(config.optimizer, generator).items()}
+    meta_optimizer = torch.optim.Adam(meta_params.values(), lr=1e-3)
+    family = make_task_family(config.task)
+    weights = loss_weights(config.loss_weights, config.horizon)
+    train_trajectory(meta_params, meta_optimizer, config, family.sample(problems, generator), generator, weights)
+    with torch.profiler.profile() as profiler:
+        train_trajectory(meta_params, meta_optimizer, config, family.sample(problems, generator), generator, weights)
+    events = [e for e in profiler.key_averages() if e.key.startswith("aten::")]
+    compute = sum(e.count for e in events if e.key not in VIEW_OPS)
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+    total = sum(e.self_cpu_time_total for e in events)
+    return {"compute_ops_per_step": compute / config.horizon, "matmul_share": matmul / total}
+
+
 def evaluation_seconds() -> float:
     """Seconds to run 1,000 problems x (learned + 4 baselines) x 100 steps."""
     config = MetaTrainConfig()
@@ -84,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-quality", action="store_true", help="timings only")
     parser.add_argument("--repeats", type=int, default=3, help="timed trajectories per setting")
+    parser.add_argument("--profile", action="store_true", help="also count operations per step")
     parser.add_argument("--out", type=pathlib.Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     report: dict = {
@@ -96,6 +126,10 @@ def main() -> None:
         rate = throughput(problems, 10, args.repeats)
         report["throughput"][f"{problems}x10"] = rate
         print(f"meta-training throughput, {problems} problems x 10 coordinates: {rate:,.0f} coordinate-steps/s")
+    if args.profile:
+        report["profile"] = profile_breakdown()
+        print(f"profile at 128 x 10: {report['profile']['compute_ops_per_step']:.0f} compute ops per step, "
+              f"matrix products {report['profile']['matmul_share']:.0%} of operator time")
     report["evaluation_seconds"] = evaluation_seconds()
     print(f"evaluation, 1000 problems x 5 optimizers x 100 steps: {report['evaluation_seconds']:.2f} s")
     if not args.skip_quality:
