@@ -21,6 +21,7 @@ import torch
 from optimizer3.config import EvaluationConfig, MetaTrainConfig, to_dict
 from optimizer3.errors import Optimizer3Error, RunDirectoryError, UsageError
 from optimizer3.evaluate import compare
+from optimizer3.files import write_text_atomic
 from optimizer3.meta.checkpoint import load_checkpoint
 from optimizer3.meta.trainer import meta_train
 from optimizer3.report import write_results
@@ -91,7 +92,7 @@ def prepare_run_dir(path: pathlib.Path, overwrite: bool) -> pathlib.Path:
 
 
 def _write_json(path: pathlib.Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def _check_seeds(meta: MetaTrainConfig, evaluation: EvaluationConfig) -> None:

@@ -8,12 +8,12 @@ import math
 import os
 import pathlib
 import platform
-import tempfile
 from typing import Any
 
 import torch
 
 from optimizer3.evaluate import Comparison
+from optimizer3.files import atomic_path, write_text_atomic
 from optimizer3.plotting import plot_loss_curves
 
 
@@ -65,17 +65,6 @@ def markdown_table(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _json_safe(value: Any) -> Any:
     # JSON has no infinity: a diverged statistic is written as null.
     if isinstance(value, float) and not math.isfinite(value):
@@ -116,12 +105,9 @@ def write_results(
         "seconds": comparison.seconds,
         **(extra or {}),
     }
-    _atomic_write_text(run_dir / "results.json", json.dumps(_json_safe(results), indent=1) + "\n")
-    plot_path = run_dir / "loss_curves.png"
-    handle, tmp = tempfile.mkstemp(dir=run_dir, prefix=".loss_curves.", suffix=".png")
-    os.close(handle)
-    plot_loss_curves(comparison.curves, pathlib.Path(tmp), title)
-    os.replace(tmp, plot_path)
+    write_text_atomic(run_dir / "results.json", json.dumps(_json_safe(results), indent=1) + "\n")
+    with atomic_path(run_dir / "loss_curves.png") as tmp:
+        plot_loss_curves(comparison.curves, tmp, title)
     ratio_lines = "".join(
         f"- {name.replace('_', ' ')}: {value:.3f}\n" for name, value in ratios.items()
     )
@@ -136,5 +122,5 @@ def write_results(
         f"Command: `{command}`  \nDate: {date}  \nMachine: {machine['processor']}, "
         f"{machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, torch {machine['torch']}\n"
     )
-    _atomic_write_text(run_dir / "results.md", markdown)
+    write_text_atomic(run_dir / "results.md", markdown)
     return table

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import torch
 
 from optimizer3.config import MetaTrainConfig, from_dict, to_dict
 from optimizer3.errors import CheckpointError, UsageError
+from optimizer3.files import atomic_path
 from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams, meta_param_shapes
 
 FORMAT_VERSION = 1
@@ -23,18 +23,9 @@ REQUIRED_KEYS = ("version", "config", "meta_params", "best_meta_params", "meta_o
 
 
 def atomic_save(obj: Any, path: pathlib.Path) -> None:
-    """torch.save `obj` to a temporary file beside `path`, then rename it into place."""
-    path = pathlib.Path(path)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save `obj` to `path` through a temporary file, so a crash leaves the old one."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def make_checkpoint(
