@@ -107,3 +107,28 @@ def test_help_documents_every_knob(capsys):
     for flag in ("--horizon", "--unroll", "--meta-lr", "--second-order", "--preprocessing",
                  "--output-scale", "--clip-grad-norm", "--loss-weights", "--lr-min", "--test-seed"):
         assert flag in text
+
+
+def test_a_run_config_file_is_a_preset_that_flags_override(tmp_path, reproduced):
+    run_dir = tmp_path / "again"
+    code = main(["meta-train", "--config", str(reproduced / "config.json"), "--run-dir", str(run_dir),
+                 "--trajectories", "1", "--quiet", "--threads", "1"])
+    assert code == 0
+    written = json.loads((run_dir / "config.json").read_text())["meta_train"]
+    original = json.loads((reproduced / "config.json").read_text())["meta_train"]
+    assert written == dict(original, trajectories=1)
+
+
+@pytest.mark.parametrize(
+    "content,needle",
+    [("{not json", "Cannot read config file"),
+     ('{"meta_train": {"horizon": 10, "warp": 3}}', "warp"),
+     ('{"meta_train": {"horizon": "long"}}', "horizon"),
+     ('{"training": {}}', "meta_train and/or evaluation")],
+)
+def test_bad_config_files(tmp_path, capsys, content, needle):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    _fails_cleanly(capsys, ["reproduce", "quadratic", "--config", str(path), "--run-dir", str(tmp_path / "r")],
+                   needle)
+    assert not (tmp_path / "r").exists()

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from optimizer3.config import EvaluationConfig, MetaTrainConfig, to_dict
+from optimizer3.config import EvaluationConfig, MetaTrainConfig, from_dict, to_dict
 from optimizer3.errors import Optimizer3Error, RunDirectoryError, UsageError
 from optimizer3.evaluate import compare
 from optimizer3.files import write_text_atomic
@@ -124,11 +124,32 @@ def _evaluate(
     )
 
 
+def load_config_file(path: str | None) -> tuple[MetaTrainConfig, EvaluationConfig]:
+    """Settings from a JSON file shaped like a run's config.json; defaults where it is silent."""
+    if path is None:
+        return MetaTrainConfig(), EvaluationConfig()
+    try:
+        data = json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"Cannot read config file {path}: {error}") from None
+    if not isinstance(data, dict) or set(data) - {"meta_train", "evaluation"}:
+        raise UsageError(
+            f"Config file {path} must be a JSON object with keys meta_train and/or evaluation, "
+            "like the config.json of a run"
+        )
+    try:
+        return (from_dict(MetaTrainConfig, data.get("meta_train", {})),
+                from_dict(EvaluationConfig, data.get("evaluation", {})))
+    except UsageError as error:
+        raise UsageError(f"Config file {path}: {error}") from None
+
+
 def command_meta_train(args: argparse.Namespace) -> None:
-    config = config_from_args(MetaTrainConfig, args, MetaTrainConfig())
+    meta_preset, _ = load_config_file(args.config)
+    config = config_from_args(MetaTrainConfig, args, meta_preset)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
-    print("config:", json.dumps(to_dict(config)))
-    _write_json(run_dir / "config.json", to_dict(config))
+    print("config:", json.dumps({"meta_train": to_dict(config)}))
+    _write_json(run_dir / "config.json", {"meta_train": to_dict(config)})
     result = meta_train(config, run_dir, progress=not args.quiet)
     print(f"best validation loss {result.best_validation:.4g} after {result.seconds:.0f} s; "
           f"checkpoint: {run_dir / 'checkpoint.pt'}")
@@ -153,8 +174,9 @@ def command_evaluate(args: argparse.Namespace) -> None:
 
 
 def command_reproduce(args: argparse.Namespace) -> None:
-    meta = config_from_args(MetaTrainConfig, args, MetaTrainConfig())
-    evaluation = config_from_args(EvaluationConfig, args, EvaluationConfig())
+    meta_preset, evaluation_preset = load_config_file(args.config)
+    meta = config_from_args(MetaTrainConfig, args, meta_preset)
+    evaluation = config_from_args(EvaluationConfig, args, evaluation_preset)
     _check_seeds(meta, evaluation)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir or f"runs/{args.experiment}"), args.overwrite)
     config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}
@@ -188,6 +210,12 @@ def _common(parser: argparse.ArgumentParser, run_dir_required: bool) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _config_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="JSON",
+                        help="start from the settings in this file (a run's config.json); "
+                        "flags given here override it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="optimizer3",
@@ -200,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("meta-train", help="meta-train a learned optimizer")
     _common(train, run_dir_required=True)
+    _config_file(train)
     add_config_arguments(train, MetaTrainConfig, MetaTrainConfig())
     train.set_defaults(handler=command_meta_train)
 
@@ -220,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("experiment", choices=EXPERIMENTS, help="which experiment")
     _common(reproduce, run_dir_required=False)
+    _config_file(reproduce)
     add_config_arguments(reproduce, MetaTrainConfig, MetaTrainConfig())
     add_config_arguments(reproduce, EvaluationConfig, EvaluationConfig())
     reproduce.set_defaults(handler=command_reproduce)
