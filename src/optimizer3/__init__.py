@@ -13,7 +13,7 @@ from optimizer3.learned.lstm import init_state
 from optimizer3.learned.lstm import lstm_step
 from optimizer3.meta.checkpoint import load_checkpoint
 from optimizer3.meta.trainer import meta_train
-from optimizer3.tasks import TASK_FAMILIES
+from optimizer3.tasks import TASK_NAMES
 from optimizer3.tasks import TaskConfig
 from optimizer3.tasks.quadratic import QuadraticFamily
 
@@ -25,7 +25,7 @@ __all__ = [
     "LSTMState",
     "MetaTrainConfig",
     "QuadraticFamily",
-    "TASK_FAMILIES",
+    "TASK_NAMES",
     "TaskConfig",
     "init_meta_params",
     "init_state",

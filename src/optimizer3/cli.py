@@ -55,8 +55,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: A
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(hint) is tuple:
-            kwargs.update(nargs="+", metavar="NAME")
-            default = " ".join(default)
+            element = field.metadata.get("type", str)
+            kwargs.update(nargs="+", type=element, metavar=element.__name__.upper())
+            default = " ".join(map(str, default))
         else:
             kwargs["type"] = hint
             kwargs["metavar"] = hint.__name__.upper()
@@ -109,10 +110,11 @@ def _evaluate(
     horizon: int,
     tuning_seed: int,
     evaluation: EvaluationConfig,
+    data_dir: str | None,
 ) -> Any:
     return compare(
         learned,
-        make_task_family(task),
+        make_task_family(task, "heldout", data_dir),
         evaluation.baselines,
         steps=evaluation.steps or horizon,
         test_problems=evaluation.test_problems,
@@ -150,7 +152,7 @@ def command_meta_train(args: argparse.Namespace) -> None:
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
     print("config:", json.dumps({"meta_train": to_dict(config)}))
     _write_json(run_dir / "config.json", {"meta_train": to_dict(config)})
-    result = meta_train(config, run_dir, progress=not args.quiet)
+    result = meta_train(config, run_dir, progress=not args.quiet, data_dir=args.data_dir)
     print(f"best validation loss {result.best_validation:.4g} after {result.seconds:.0f} s; "
           f"checkpoint: {run_dir / 'checkpoint.pt'}")
 
@@ -167,7 +169,8 @@ def command_evaluate(args: argparse.Namespace) -> None:
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
     print("config:", json.dumps({"task": to_dict(task), "evaluation": to_dict(evaluation)}))
     learned = (checkpoint["best_meta_params"], meta_config.optimizer)
-    comparison = _evaluate(learned, task, meta_config.horizon, meta_config.validation_seed, evaluation)
+    comparison = _evaluate(learned, task, meta_config.horizon, meta_config.validation_seed, evaluation,
+                           args.data_dir)
     config = {"meta_train": to_dict(meta_config), "task": to_dict(task), "evaluation": to_dict(evaluation),
               "checkpoint": str(args.checkpoint)}
     print(write_results(run_dir, comparison, config, f"{task.name}: learned vs tuned baselines", _command_line()))
@@ -182,10 +185,10 @@ def command_reproduce(args: argparse.Namespace) -> None:
     config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}
     print("config:", json.dumps(config))
     _write_json(run_dir / "config.json", config)
-    result = meta_train(meta, run_dir, progress=not args.quiet)
+    result = meta_train(meta, run_dir, progress=not args.quiet, data_dir=args.data_dir)
     print(f"meta-training: {result.seconds:.0f} s, best validation loss {result.best_validation:.4g}")
     learned = (result.best_meta_params, meta.optimizer)
-    comparison = _evaluate(learned, meta.task, meta.horizon, meta.validation_seed, evaluation)
+    comparison = _evaluate(learned, meta.task, meta.horizon, meta.validation_seed, evaluation, args.data_dir)
     extra = {"meta_training_seconds": result.seconds}
     title = f"Random {meta.task.dim}-dimensional quadratics"
     print(write_results(run_dir, comparison, config, title, _command_line(), extra))
@@ -208,6 +211,9 @@ def _common(parser: argparse.ArgumentParser, run_dir_required: bool) -> None:
                         help="torch CPU threads (default: torch's choice); results are "
                         "bit-identical only for the same thread count")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--data-dir", default=None,
+                        help="where to look for data (MNIST) first; then $OPTIMIZER3_DATA_DIR, "
+                        "then the user's cache directory, then download")
 
 
 def _config_file(parser: argparse.ArgumentParser) -> None:

@@ -118,16 +118,21 @@ def meta_train(
     config: MetaTrainConfig,
     run_dir: pathlib.Path | None = None,
     progress: bool = True,
+    data_dir: str | None = None,
 ) -> MetaTrainResult:
-    """Meta-train from scratch as `config` says; write checkpoints and metrics to `run_dir`."""
+    """Meta-train from scratch as `config` says; write checkpoints and metrics to `run_dir`.
+
+    Training problems come from the task's meta-training split, validation problems from its
+    held-out split (`data_dir` says where to look for data first).
+    """
     began = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     meta_params = init_meta_params(config.optimizer, generator)
     for tensor in meta_params.values():
         tensor.requires_grad_()
     meta_optimizer = torch.optim.Adam(meta_params.values(), lr=config.meta_lr)
-    family = make_task_family(config.task)
-    validation_task = family.sample(
+    family = make_task_family(config.task, "train", data_dir)
+    validation_task = make_task_family(config.task, "heldout", data_dir).sample(
         config.validation_problems, torch.Generator().manual_seed(config.validation_seed)
     )
     weights = loss_weights(config.loss_weights, config.horizon)

@@ -3,38 +3,75 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from optimizer3.errors import UsageError
 from optimizer3.tasks.base import Task, TaskFamily
+from optimizer3.tasks.mlp import ACTIVATIONS, MLPFamily
+from optimizer3.tasks.mnist import load_mnist
 from optimizer3.tasks.quadratic import QuadraticFamily
 
-TASK_FAMILIES = {
-    "quadratic": QuadraticFamily,
-}
+TASK_NAMES = ("quadratic", "mnist")
+SPLITS = ("train", "heldout")
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
-    """Which task family, and its size."""
+    """Which task family, and its settings (`dim` for quadratics, the rest for MNIST MLPs)."""
 
     name: str = dataclasses.field(
         default="quadratic",
-        metadata={"help": "task family", "choices": tuple(TASK_FAMILIES), "flag": "task"},
+        metadata={"help": "task family", "choices": TASK_NAMES, "flag": "task"},
     )
     dim: int = dataclasses.field(default=10, metadata={"help": "dimension of each quadratic"})
+    hidden: tuple[int, ...] = dataclasses.field(
+        default=(20,), metadata={"help": "MNIST: hidden layer sizes of the MLP", "type": int}
+    )
+    activation: str = dataclasses.field(
+        default="sigmoid",
+        metadata={"help": "MNIST: hidden activation", "choices": tuple(ACTIVATIONS)},
+    )
+    batch_size: int = dataclasses.field(default=128, metadata={"help": "MNIST: minibatch size"})
+    init_scale: float = dataclasses.field(
+        default=1.0, metadata={"help": "MNIST: weights start N(0, (init_scale / sqrt(fan_in))^2)"}
+    )
 
     def __post_init__(self) -> None:
-        if self.name not in TASK_FAMILIES:
-            raise UsageError(
-                f"Unknown task: {self.name!r}; choose one of {', '.join(TASK_FAMILIES)}"
-            )
+        if self.name not in TASK_NAMES:
+            raise UsageError(f"Unknown task: {self.name!r}; choose one of {', '.join(TASK_NAMES)}")
         if self.dim < 1:
             raise UsageError(f"Invalid dim: {self.dim}; use a positive integer")
+        if not self.hidden or any(size < 1 for size in self.hidden):
+            raise UsageError(f"Invalid hidden layer sizes: {list(self.hidden)}; use positive sizes")
+        if self.activation not in ACTIVATIONS:
+            raise UsageError(
+                f"Unknown activation: {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}"
+            )
+        if self.batch_size < 1:
+            raise UsageError(f"Invalid batch_size: {self.batch_size}; use a positive integer")
+        if not self.init_scale > 0:
+            raise UsageError(f"Invalid init_scale: {self.init_scale}; use a positive number")
 
 
-def make_task_family(config: TaskConfig) -> TaskFamily:
-    """The task family that `config` names."""
-    return TASK_FAMILIES[config.name](dim=config.dim)
+def make_task_family(
+    config: TaskConfig, split: str = "train", data_dir: str | os.PathLike[str] | None = None
+) -> TaskFamily:
+    """The task family that `config` names.
+
+    Args:
+      config: the task's settings.
+      split: "train" for meta-training, "heldout" for validation, tuning and evaluation; tasks
+        without data ignore it.
+      data_dir: where to look for data first (see `optimizer3.tasks.mnist`).
+    """
+    if split not in SPLITS:
+        raise UsageError(f"Unknown split: {split!r}; choose one of {', '.join(SPLITS)}")
+    if config.name == "quadratic":
+        return QuadraticFamily(dim=config.dim)
+    return MLPFamily(
+        load_mnist(data_dir), hidden=config.hidden, activation=config.activation,
+        batch_size=config.batch_size, init_scale=config.init_scale, split=split,
+    )
 
 
-__all__ = ["TASK_FAMILIES", "Task", "TaskConfig", "TaskFamily", "make_task_family"]
+__all__ = ["TASK_NAMES", "Task", "TaskConfig", "TaskFamily", "make_task_family"]

@@ -1,0 +1,137 @@
+"""Multi-layer perceptrons on MNIST, many independent instances trained as one computation.
+
+Each instance has its own initial weights and its own minibatches; the parameters of all
+instances are the rows of one `[instances, parameters]` tensor and every layer is one batched
+matrix product, so the learned optimizer sees one row per coordinate per instance.
+
+References: Andrychowicz et al. 2016, section 3.2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+
+from optimizer3.errors import UsageError
+from optimizer3.tasks.mnist import MNIST
+
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
+CLASSES = 10
+
+
+def layer_shapes(inputs: int, hidden: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(fan_in, fan_out) of every layer, the output layer last."""
+    sizes = (inputs, *hidden, CLASSES)
+    return list(zip(sizes[:-1], sizes[1:]))
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPTask:
+    """`num_problems` MLP instances on one split of the images."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_problems: int
+    hidden: tuple[int, ...]
+    activation: str
+    batch_size: int
+    init_scale: float
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        return layer_shapes(self.images.shape[1], self.hidden)
+
+    @property
+    def dim(self) -> int:
+        return sum(fan_in * fan_out + fan_out for fan_in, fan_out in self.shapes)
+
+    def init(self, generator: torch.Generator) -> torch.Tensor:
+        """Weights N(0, (init_scale / sqrt(fan_in))²) and zero biases, for every instance."""
+        pieces = []
+        for fan_in, fan_out in self.shapes:
+            std = self.init_scale / math.sqrt(fan_in)
+            pieces.append(torch.randn(self.num_problems, fan_in * fan_out, generator=generator) * std)
+            pieces.append(torch.zeros(self.num_problems, fan_out))
+        return torch.cat(pieces, dim=1)
+
+    def sample_batch(self, generator: torch.Generator) -> torch.Tensor:
+        """Indices of each instance's own minibatch, shape [instances, batch_size]."""
+        return torch.randint(0, len(self.labels), (self.num_problems, self.batch_size), generator=generator)
+
+    def logits(self, params: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Class scores [instances, examples, 10] for inputs [instances or 1, examples, pixels]."""
+        act = ACTIVATIONS[self.activation]
+        offset, x = 0, inputs
+        last = len(self.shapes) - 1
+        for layer, (fan_in, fan_out) in enumerate(self.shapes):
+            weight = params[:, offset : offset + fan_in * fan_out].view(-1, fan_in, fan_out)
+            offset += fan_in * fan_out
+            bias = params[:, offset : offset + fan_out].unsqueeze(1)
+            offset += fan_out
+            x = torch.baddbmm(bias, x, weight) if x.shape[0] == weight.shape[0] else torch.matmul(x, weight) + bias
+            if layer != last:
+                x = act(x)
+        return x
+
+    def loss(self, params: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of each instance on its own minibatch, shape [instances]."""
+        logits = self.logits(params, self.images[batch])
+        losses = F.cross_entropy(logits.reshape(-1, CLASSES), self.labels[batch].reshape(-1), reduction="none")
+        return losses.view(self.num_problems, -1).mean(dim=1)
+
+    @torch.no_grad()
+    def accuracy(self, params: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Fraction of `images` each instance classifies correctly, shape [instances]."""
+        predictions = self.logits(params, images.unsqueeze(0)).argmax(dim=-1)
+        return (predictions == labels).float().mean(dim=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPFamily:
+    """MLPs of one architecture on the meta-training or the held-out part of MNIST's training set.
+
+    The last `heldout` training images are never used for meta-training; evaluation trains the
+    optimizee on them, and measures its accuracy on the 10,000 test images.
+    """
+
+    data: MNIST
+    hidden: tuple[int, ...] = (20,)
+    activation: str = "sigmoid"
+    batch_size: int = 128
+    init_scale: float = 1.0
+    split: str = "train"
+    heldout: int = 10000
+
+    def __post_init__(self) -> None:
+        if not self.hidden or any(size < 1 for size in self.hidden):
+            raise UsageError(f"Invalid hidden layer sizes: {self.hidden}; use one or more positive sizes")
+        if self.activation not in ACTIVATIONS:
+            raise UsageError(f"Unknown activation: {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if self.split not in ("train", "heldout"):
+            raise UsageError(f"Unknown split: {self.split!r}; choose train or heldout")
+        if not 0 < self.heldout < len(self.data.train_labels):
+            raise UsageError(f"Invalid held-out size: {self.heldout}; use 1 to {len(self.data.train_labels) - 1}")
+        available = len(self.split_labels)
+        if not 0 < self.batch_size <= available:
+            raise UsageError(
+                f"Invalid batch size: {self.batch_size}; use 1 to {available}, the images in the {self.split} split"
+            )
+        if not self.init_scale > 0:
+            raise UsageError(f"Invalid init_scale: {self.init_scale}; use a positive number")
+
+    @property
+    def split_labels(self) -> torch.Tensor:
+        cut = len(self.data.train_labels) - self.heldout
+        return self.data.train_labels[:cut] if self.split == "train" else self.data.train_labels[cut:]
+
+    def sample(self, num_problems: int, generator: torch.Generator) -> MLPTask:
+        if num_problems < 1:
+            raise UsageError(f"Invalid number of problems: {num_problems}; use 1 or more")
+        del generator  # instances differ by their init and minibatches, drawn later
+        cut = len(self.data.train_labels) - self.heldout
+        images = self.data.train_images[:cut] if self.split == "train" else self.data.train_images[cut:]
+        return MLPTask(images, self.split_labels, num_problems, self.hidden, self.activation,
+                       self.batch_size, self.init_scale)

@@ -1,0 +1,90 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from optimizer3.errors import UsageError
+from optimizer3.tasks.mlp import MLPFamily
+from optimizer3.tasks.mnist import MNIST
+
+
+def _fake_mnist(count=300, pixels=784, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return MNIST(torch.rand(count, pixels, generator=g), torch.randint(0, 10, (count,), generator=g),
+                 torch.rand(50, pixels, generator=g), torch.randint(0, 10, (50,), generator=g), None)
+
+
+@pytest.mark.parametrize("hidden,activation", [((20,), "sigmoid"), ((7, 5), "relu"), ((40,), "tanh")])
+def test_batched_instances_match_one_at_a_time_torch_modules(hidden, activation):
+    family = MLPFamily(_fake_mnist(), hidden=hidden, activation=activation, batch_size=16, heldout=100)
+    task = family.sample(3, torch.Generator())
+    g = torch.Generator().manual_seed(1)
+    params = task.init(g).double()
+    batch = task.sample_batch(g)
+    task64 = type(task)(task.images.double(), task.labels, 3, hidden, activation, 16, 1.0)
+    losses = task64.loss(params, batch)
+    act = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}[activation]
+    for i in range(3):
+        offset, x = 0, task64.images[batch[i]]
+        for layer, (fan_in, fan_out) in enumerate(task.shapes):
+            w = params[i, offset : offset + fan_in * fan_out].view(fan_in, fan_out)
+            offset += fan_in * fan_out
+            b = params[i, offset : offset + fan_out]
+            offset += fan_out
+            x = x @ w + b
+            if layer < len(task.shapes) - 1:
+                x = act(x)
+        torch.testing.assert_close(losses[i], F.cross_entropy(x, task.labels[batch[i]]))
+    assert offset == task.dim
+
+
+def test_gradients_are_per_instance():
+    family = MLPFamily(_fake_mnist(), batch_size=8, heldout=100)
+    task = family.sample(2, torch.Generator())
+    g = torch.Generator().manual_seed(2)
+    params = task.init(g).double().requires_grad_()
+    batch = task.sample_batch(g)
+    task64 = type(task)(task.images.double(), task.labels, 2, task.hidden, task.activation, 8, 1.0)
+    (grads,) = torch.autograd.grad(task64.loss(params, batch).sum(), params)
+    single = params[:1].detach().clone().requires_grad_()
+    one = type(task)(task.images.double(), task.labels, 1, task.hidden, task.activation, 8, 1.0)
+    (grad0,) = torch.autograd.grad(one.loss(single, batch[:1]).sum(), single)
+    torch.testing.assert_close(grads[:1], grad0)
+
+
+def test_instances_have_their_own_init_and_minibatches():
+    task = MLPFamily(_fake_mnist(), batch_size=8, heldout=100).sample(2, torch.Generator())
+    g = torch.Generator().manual_seed(3)
+    params, batch = task.init(g), task.sample_batch(g)
+    assert not torch.equal(params[0], params[1]) and not torch.equal(batch[0], batch[1])
+    assert task.dim == 784 * 20 + 20 + 20 * 10 + 10 == params.shape[1]
+
+
+def test_splits_are_disjoint_and_accuracy_is_a_fraction():
+    data = _fake_mnist()
+    train = MLPFamily(data, heldout=100, batch_size=8).sample(1, torch.Generator())
+    held = MLPFamily(data, heldout=100, batch_size=8, split="heldout").sample(1, torch.Generator())
+    assert len(train.labels) == 200 and len(held.labels) == 100
+    assert torch.equal(held.images, data.train_images[200:])
+    accuracy = held.accuracy(held.init(torch.Generator().manual_seed(0)), data.test_images, data.test_labels)
+    assert accuracy.shape == (1,) and 0.0 <= float(accuracy) <= 1.0
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"hidden": (0,)}, "hidden layer sizes"), ({"hidden": ()}, "hidden layer sizes"),
+     ({"activation": "gelu"}, "'gelu'"), ({"batch_size": 1000}, "batch size: 1000"),
+     ({"batch_size": 0}, "batch size: 0")],
+)
+def test_bad_settings(kwargs, match):
+    with pytest.raises(UsageError, match=match):
+        MLPFamily(_fake_mnist(), heldout=100, **kwargs)
+
+
+def test_real_mnist_trains_with_adam(mnist_dir):
+    from optimizer3.tasks.mnist import load_mnist
+    from optimizer3.trajectories import run_baseline
+
+    family = MLPFamily(load_mnist(mnist_dir, download=False), split="heldout")
+    losses = run_baseline("adam", 0.03, family.sample(4, torch.Generator()), 100, seed=0)
+    assert float(losses[0].mean()) == pytest.approx(2.3, abs=0.15)  # chance level at the start
+    assert float(losses[-1].mean()) < 0.8
