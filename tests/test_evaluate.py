@@ -39,8 +39,8 @@ def test_mean_curve_band_contains_the_mean():
 def test_every_optimizer_starts_from_the_same_problems():
     task = QuadraticFamily(dim=3).sample(8, torch.Generator().manual_seed(0))
     config = LSTMOptimizerConfig()
-    learned = run_learned(init_meta_params(config, torch.Generator().manual_seed(0)), config, task, 5, seed=9)
-    sgd = run_baseline("sgd", 0.01, task, 5, seed=9)
+    learned = run_learned(init_meta_params(config, torch.Generator().manual_seed(0)), config, task, 5, seed=9).losses
+    sgd = run_baseline("sgd", 0.01, task, 5, seed=9).losses
     assert learned.shape == sgd.shape == (6, 8)
     torch.testing.assert_close(learned[0], sgd[0])
 

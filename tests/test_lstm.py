@@ -77,3 +77,14 @@ def test_init_is_deterministic_per_seed():
 def test_bad_config_is_refused(kwargs, match):
     with pytest.raises(UsageError, match=match):
         LSTMOptimizerConfig(**kwargs)
+
+
+def test_zero_output_init_starts_with_zero_updates_and_keeps_the_other_draws():
+    zeros = LSTMOptimizerConfig(output_init="zeros")
+    params = init_meta_params(zeros, torch.Generator().manual_seed(4))
+    updates, _ = lstm_step(params, torch.randn(9), init_state(zeros, 9), zeros)
+    assert torch.equal(updates, torch.zeros(9))
+    uniform = init_meta_params(LSTMOptimizerConfig(), torch.Generator().manual_seed(4))
+    assert all(torch.equal(params[k], uniform[k]) for k in params if not k.startswith("output."))
+    with pytest.raises(UsageError, match="output_init"):
+        LSTMOptimizerConfig(output_init="ones")

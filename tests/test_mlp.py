@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,7 +22,7 @@ def test_batched_instances_match_one_at_a_time_torch_modules(hidden, activation)
     g = torch.Generator().manual_seed(1)
     params = task.init(g).double()
     batch = task.sample_batch(g)
-    task64 = type(task)(task.images.double(), task.labels, 3, hidden, activation, 16, 1.0)
+    task64 = dataclasses.replace(task, images=task.images.double())
     losses = task64.loss(params, batch)
     act = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}[activation]
     for i in range(3):
@@ -43,10 +45,10 @@ def test_gradients_are_per_instance():
     g = torch.Generator().manual_seed(2)
     params = task.init(g).double().requires_grad_()
     batch = task.sample_batch(g)
-    task64 = type(task)(task.images.double(), task.labels, 2, task.hidden, task.activation, 8, 1.0)
+    task64 = dataclasses.replace(task, images=task.images.double())
     (grads,) = torch.autograd.grad(task64.loss(params, batch).sum(), params)
     single = params[:1].detach().clone().requires_grad_()
-    one = type(task)(task.images.double(), task.labels, 1, task.hidden, task.activation, 8, 1.0)
+    one = dataclasses.replace(task, images=task.images.double(), num_problems=1)
     (grad0,) = torch.autograd.grad(one.loss(single, batch[:1]).sum(), single)
     torch.testing.assert_close(grads[:1], grad0)
 
@@ -65,7 +67,7 @@ def test_splits_are_disjoint_and_accuracy_is_a_fraction():
     held = MLPFamily(data, heldout=100, batch_size=8, split="heldout").sample(1, torch.Generator())
     assert len(train.labels) == 200 and len(held.labels) == 100
     assert torch.equal(held.images, data.train_images[200:])
-    accuracy = held.accuracy(held.init(torch.Generator().manual_seed(0)), data.test_images, data.test_labels)
+    accuracy = held.test_accuracy(held.init(torch.Generator().manual_seed(0)))
     assert accuracy.shape == (1,) and 0.0 <= float(accuracy) <= 1.0
 
 
@@ -85,6 +87,22 @@ def test_real_mnist_trains_with_adam(mnist_dir):
     from optimizer3.trajectories import run_baseline
 
     family = MLPFamily(load_mnist(mnist_dir, download=False), split="heldout")
-    losses = run_baseline("adam", 0.03, family.sample(4, torch.Generator()), 100, seed=0)
+    losses = run_baseline("adam", 0.03, family.sample(4, torch.Generator()), 100, seed=0).losses
     assert float(losses[0].mean()) == pytest.approx(2.3, abs=0.15)  # chance level at the start
     assert float(losses[-1].mean()) < 0.8
+
+
+def test_comparison_reports_test_accuracy_for_mlps():
+    from optimizer3.evaluate import compare
+    from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
+    from optimizer3.optim.tuning import LearningRateGrid
+
+    config = LSTMOptimizerConfig(preprocessing="log_sign", output_init="zeros")
+    meta = init_meta_params(config, torch.Generator().manual_seed(0))
+    family = MLPFamily(_fake_mnist(), hidden=(5,), batch_size=8, heldout=100, split="heldout")
+    comparison = compare((meta, config), family, ("adam",), steps=5, test_problems=3, test_seed=2,
+                         tuning_problems=3, tuning_seed=1,
+                         grid=LearningRateGrid(lr_min=1e-3, lr_max=1.0, per_decade=3), bootstrap=20)
+    for name in ("lstm", "adam"):
+        low, high = comparison.summaries[name]["test_accuracy_ci"]
+        assert 0.0 <= low <= comparison.summaries[name]["test_accuracy"] <= high <= 1.0

@@ -15,7 +15,7 @@ import torch
 from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
 from optimizer3.optim.tuning import LearningRateGrid, tune_learning_rate
 from optimizer3.tasks.base import TaskFamily
-from optimizer3.trajectories import run_baseline, run_learned
+from optimizer3.trajectories import Run, run_baseline, run_learned
 
 
 def finite_or_inf(losses: np.ndarray) -> np.ndarray:
@@ -56,6 +56,13 @@ def summarize(final_losses: np.ndarray, samples: int, seed: int) -> dict[str, fl
     summary["geometric_mean"] = float(10.0 ** point["mean_log10"])
     summary["diverged"] = int((~np.isfinite(values)).sum())
     return summary
+
+
+def bootstrap_mean_interval(values: np.ndarray, samples: int, seed: int) -> list[float]:
+    """95% percentile bootstrap interval of the mean of `values`."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
+    return [float(v) for v in np.percentile(means, [2.5, 97.5])]
 
 
 def mean_curve(losses: np.ndarray, samples: int, seed: int, chunk: int = 100) -> dict[str, list[float]]:
@@ -119,7 +126,7 @@ def compare(
     clock = _Clock()
     test_task = family.sample(test_problems, torch.Generator().manual_seed(test_seed))
     tuning_task = family.sample(tuning_problems, torch.Generator().manual_seed(tuning_seed))
-    runs: dict[str, torch.Tensor] = {}
+    runs: dict[str, Run] = {}
     learning_rates, tuning = {}, {}
     if learned is not None:
         runs["lstm"] = clock("lstm", lambda: run_learned(*learned, test_task, steps, test_seed))
@@ -128,12 +135,18 @@ def compare(
         learning_rates[name] = result.best_lr
         tuning[name] = {"lrs": list(result.lrs), "scores": list(result.scores)}
         runs[name] = clock(name, lambda: run_baseline(name, result.best_lr, test_task, steps, test_seed))
-    losses = {name: run.double().numpy() for name, run in runs.items()}
+    losses = {name: run.losses.double().numpy() for name, run in runs.items()}
+    summaries = {name: summarize(run[-1], bootstrap, test_seed) for name, run in losses.items()}
+    if hasattr(test_task, "test_accuracy"):  # tasks with a test set: the optimizee's accuracy
+        for name, run in runs.items():
+            accuracy = test_task.test_accuracy(run.params).double().numpy()
+            summaries[name]["test_accuracy"] = float(accuracy.mean())
+            summaries[name]["test_accuracy_ci"] = bootstrap_mean_interval(accuracy, bootstrap, test_seed)
     return Comparison(
         steps=steps,
         learning_rates=learning_rates,
         tuning=tuning,
-        summaries={name: summarize(run[-1], bootstrap, test_seed) for name, run in losses.items()},
+        summaries=summaries,
         curves={name: mean_curve(run, min(bootstrap, 500), test_seed) for name, run in losses.items()},
         seconds=clock.seconds,
     )

@@ -7,6 +7,7 @@ of random draws, so that all of them see the same starting points and minibatche
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -16,7 +17,14 @@ from optimizer3.optim.baselines import make_baseline
 from optimizer3.tasks.base import Task
 
 
-def run_baseline(name: str, lr: float, task: Task, steps: int, seed: int) -> torch.Tensor:
+class Run(NamedTuple):
+    """Losses after every step, shape [steps + 1, problems], and the final parameters."""
+
+    losses: torch.Tensor
+    params: torch.Tensor
+
+
+def run_baseline(name: str, lr: float, task: Task, steps: int, seed: int) -> Run:
     """Optimize every problem of `task` with a baseline; losses of shape [steps + 1, problems].
 
     Row t holds the losses after t updates. The problems are independent and the baselines
@@ -35,13 +43,13 @@ def run_baseline(name: str, lr: float, task: Task, steps: int, seed: int) -> tor
         optimizer.zero_grad()
         losses.sum().backward()
         optimizer.step()
-    return torch.stack(history)
+    return Run(torch.stack(history), params.detach())
 
 
 @torch.no_grad()
 def run_learned(
     meta_params: MetaParams, config: LSTMOptimizerConfig, task: Task, steps: int, seed: int
-) -> torch.Tensor:
+) -> Run:
     """Optimize every problem of `task` with the learned optimizer; losses [steps + 1, problems].
 
     Uses the meta-trainer's own `unroll`, with the same generator order as `run_baseline`, so
@@ -49,8 +57,8 @@ def run_learned(
     """
     generator = torch.Generator().manual_seed(seed)
     carry, initial = start(task, config, generator)
-    _, _, losses = unroll(meta_params, config, task, carry, steps, generator)
-    return torch.cat((initial.unsqueeze(0), losses))
+    _, carry, losses = unroll(meta_params, config, task, carry, steps, generator)
+    return Run(torch.cat((initial.unsqueeze(0), losses)), carry.params)
 
 
 def tuning_score(final_losses: torch.Tensor) -> float:

@@ -20,6 +20,7 @@ from optimizer3.errors import UsageError
 from optimizer3.learned.preprocess import PREPROCESSINGS, input_size, preprocess
 
 MetaParams = dict[str, torch.Tensor]
+OUTPUT_INITS = ("uniform", "zeros")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,12 @@ class LSTMOptimizerConfig:
     output_scale: float = dataclasses.field(
         default=0.1, metadata={"help": "the LSTM's linear output is multiplied by this"}
     )
+    output_init: str = dataclasses.field(
+        default="uniform",
+        metadata={"help": "initial output layer: uniform (like torch.nn.Linear) or zeros "
+                  "(the optimizer starts by not moving; needed for MNIST)",
+                  "choices": OUTPUT_INITS},
+    )
 
     def __post_init__(self) -> None:
         if self.layers < 1:
@@ -50,6 +57,10 @@ class LSTMOptimizerConfig:
             raise UsageError(f"Invalid preprocess_p: {self.preprocess_p}; use a positive number")
         if not self.output_scale > 0:
             raise UsageError(f"Invalid output_scale: {self.output_scale}; use a positive number")
+        if self.output_init not in OUTPUT_INITS:
+            raise UsageError(
+                f"Unknown output_init: {self.output_init!r}; choose one of {', '.join(OUTPUT_INITS)}"
+            )
 
 
 class LSTMState(NamedTuple):
@@ -85,7 +96,10 @@ def init_meta_params(
     """Fresh meta-parameters: uniform(±1/sqrt(hidden)) like torch.nn.LSTM, forget bias 1.
 
     The forget-gate bias starts at 1 so that the cell state is remembered by default, a common
-    LSTM choice (Jozefowicz et al. 2015) that speeds up early meta-training.
+    LSTM choice (Jozefowicz et al. 2015) that speeds up early meta-training. With
+    `output_init="zeros"` the output layer starts at zero: the first updates are all zero
+    instead of a random constant drift, which on MNIST saturates the optimizee's sigmoid units
+    and leaves meta-training stuck at the chance-level loss (see docs/mnist.md).
     """
     bound = 1.0 / math.sqrt(config.hidden_size)
     params: MetaParams = {}
@@ -94,6 +108,8 @@ def init_meta_params(
         if name.startswith("lstm.") and name.endswith(".bias"):
             hidden = config.hidden_size
             tensor[hidden : 2 * hidden] += 1.0
+        if name.startswith("output.") and config.output_init == "zeros":
+            tensor.zero_()
         params[name] = tensor
     return params
 

@@ -110,7 +110,7 @@ def train_trajectory(
 
 def validate(meta_params: MetaParams, config: MetaTrainConfig, task: Task) -> float:
     """Mean final loss of the learned optimizer on the fixed validation problems."""
-    losses = run_learned(meta_params, config.optimizer, task, config.horizon, config.validation_seed)
+    losses = run_learned(meta_params, config.optimizer, task, config.horizon, config.validation_seed).losses
     return tuning_score(losses[-1])
 
 

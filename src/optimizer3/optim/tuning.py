@@ -65,7 +65,7 @@ def tune_learning_rate(
 
     def score(exponent: float) -> float:
         if exponent not in scores:
-            losses = run_baseline(name, 10.0**exponent, task, steps, seed)
+            losses = run_baseline(name, 10.0**exponent, task, steps, seed).losses
             scores[exponent] = tuning_score(losses[-1])
         return scores[exponent]
 

@@ -39,6 +39,8 @@ class MLPTask:
     activation: str
     batch_size: int
     init_scale: float
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -83,10 +85,10 @@ class MLPTask:
         return losses.view(self.num_problems, -1).mean(dim=1)
 
     @torch.no_grad()
-    def accuracy(self, params: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Fraction of `images` each instance classifies correctly, shape [instances]."""
-        predictions = self.logits(params, images.unsqueeze(0)).argmax(dim=-1)
-        return (predictions == labels).float().mean(dim=1)
+    def test_accuracy(self, params: torch.Tensor) -> torch.Tensor:
+        """Fraction of the test images each instance classifies correctly, shape [instances]."""
+        predictions = self.logits(params, self.test_images.unsqueeze(0)).argmax(dim=-1)
+        return (predictions == self.test_labels).float().mean(dim=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,4 +136,4 @@ class MLPFamily:
         cut = len(self.data.train_labels) - self.heldout
         images = self.data.train_images[:cut] if self.split == "train" else self.data.train_images[cut:]
         return MLPTask(images, self.split_labels, num_problems, self.hidden, self.activation,
-                       self.batch_size, self.init_scale)
+                       self.batch_size, self.init_scale, self.data.test_images, self.data.test_labels)
