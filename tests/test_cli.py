@@ -59,6 +59,7 @@ def _fails_cleanly(capsys, argv, *needles):
 @pytest.mark.parametrize(
     "extra,needles",
     [(["--task", "cubic"], ["cubic"]),
+     (["--task", "mnist"], ["reproduce quadratic runs the quadratic task"]),
      (["--baselines", "sgd", "adagrad"], ["adagrad"]),
      (["--horizon", "100", "--unroll", "30"], ["30", "does not divide", "100"]),
      (["--horizon", "0"], ["horizon: 0"]),
@@ -132,3 +133,20 @@ def test_bad_config_files(tmp_path, capsys, content, needle):
     _fails_cleanly(capsys, ["reproduce", "quadratic", "--config", str(path), "--run-dir", str(tmp_path / "r")],
                    needle)
     assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_stops_before_the_run_directory_exists(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("OPTIMIZER3_DATA_DIR", raising=False)
+    monkeypatch.setattr("optimizer3.tasks.mnist.MIRRORS", ("http://127.0.0.1:9/",))
+    run_dir = tmp_path / "run"
+    _fails_cleanly(capsys, ["meta-train", "--task", "mnist", "--data-dir", str(tmp_path / "nothing"),
+                            "--run-dir", str(run_dir), "--quiet"], "MNIST not found", "--data-dir")
+    assert not run_dir.exists()
+
+
+def test_a_batch_larger_than_the_data_is_refused(tmp_path, capsys, mnist_dir):
+    _fails_cleanly(capsys, ["meta-train", "--task", "mnist", "--data-dir", str(mnist_dir),
+                            "--batch-size", "20000", "--run-dir", str(tmp_path / "run")],
+                   "batch size: 20000")
+    assert not (tmp_path / "run").exists()

@@ -20,7 +20,7 @@ import torch
 
 from optimizer3.config import EvaluationConfig, MetaTrainConfig, from_dict, to_dict
 from optimizer3.errors import Optimizer3Error, RunDirectoryError, UsageError
-from optimizer3.evaluate import compare
+from optimizer3.evaluate import Comparison, compare
 from optimizer3.files import write_text_atomic
 from optimizer3.meta.checkpoint import load_checkpoint
 from optimizer3.meta.trainer import meta_train
@@ -104,6 +104,13 @@ def _check_seeds(meta: MetaTrainConfig, evaluation: EvaluationConfig) -> None:
         )
 
 
+def _check_task(task: TaskConfig, data_dir: str | None) -> None:
+    """Build the task's families now, so that missing data or a bad setting (a batch larger
+    than the data) stops the command before its run directory is created."""
+    for split in ("train", "heldout"):
+        make_task_family(task, split, data_dir)
+
+
 def _evaluate(
     learned: tuple | None,
     task: TaskConfig,
@@ -111,7 +118,7 @@ def _evaluate(
     tuning_seed: int,
     evaluation: EvaluationConfig,
     data_dir: str | None,
-) -> Any:
+) -> Comparison:
     return compare(
         learned,
         make_task_family(task, "heldout", data_dir),
@@ -149,6 +156,7 @@ def load_config_file(path: str | None) -> tuple[MetaTrainConfig, EvaluationConfi
 def command_meta_train(args: argparse.Namespace) -> None:
     meta_preset, _ = load_config_file(args.config)
     config = config_from_args(MetaTrainConfig, args, meta_preset)
+    _check_task(config.task, args.data_dir)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
     print("config:", json.dumps({"meta_train": to_dict(config)}))
     _write_json(run_dir / "config.json", {"meta_train": to_dict(config)})
@@ -166,6 +174,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
         **{k: v for k, v in (("name", args.name), ("dim", args.dim)) if v is not None},
     )
     _check_seeds(meta_config, evaluation)
+    _check_task(task, args.data_dir)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
     print("config:", json.dumps({"task": to_dict(task), "evaluation": to_dict(evaluation)}))
     learned = (checkpoint["best_meta_params"], meta_config.optimizer)
@@ -181,6 +190,12 @@ def command_reproduce(args: argparse.Namespace) -> None:
     meta = config_from_args(MetaTrainConfig, args, meta_preset)
     evaluation = config_from_args(EvaluationConfig, args, evaluation_preset)
     _check_seeds(meta, evaluation)
+    if meta.task.name != args.experiment:
+        raise UsageError(
+            f"reproduce {args.experiment} runs the {args.experiment} task, not --task {meta.task.name}; "
+            f"use meta-train and evaluate for other tasks"
+        )
+    _check_task(meta.task, args.data_dir)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir or f"runs/{args.experiment}"), args.overwrite)
     config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}
     print("config:", json.dumps(config))

@@ -89,10 +89,11 @@ def find_files(directory: pathlib.Path) -> dict[str, pathlib.Path] | None:
 def locate(
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
-    mirrors: tuple[str, ...] = MIRRORS,
+    mirrors: tuple[str, ...] | None = None,
     timeout: float = 30.0,
 ) -> dict[str, pathlib.Path]:
-    """Paths of the four MNIST files: found on the search path, or else downloaded."""
+    """Paths of the four MNIST files: found on the search path, or else downloaded from
+    `mirrors` (default: the official `MIRRORS`)."""
     places = search_path(data_dir)
     for place in places:
         found = find_files(place)
@@ -103,7 +104,7 @@ def locate(
         raise DataError(f"MNIST not found in {looked}; pass --data-dir or set {ENV_VAR}")
     target = places[0] / "mnist" if places[0] == cache_dir() else places[0]
     try:
-        return download_files(target, mirrors, timeout)
+        return download_files(target, MIRRORS if mirrors is None else mirrors, timeout)
     except DataError as error:
         raise DataError(
             f"MNIST not found in {looked}, and the download failed ({error}); put the four IDX "
