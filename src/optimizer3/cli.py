@@ -23,7 +23,7 @@ from optimizer3.errors import Optimizer3Error, RunDirectoryError, UsageError
 from optimizer3.evaluate import Comparison, compare
 from optimizer3.files import write_text_atomic
 from optimizer3.meta.checkpoint import load_checkpoint
-from optimizer3.meta.trainer import meta_train
+from optimizer3.meta.trainer import MetaTrainingInterrupted, meta_train
 from optimizer3.report import write_results
 from optimizer3.tasks import TaskConfig, make_task_family
 
@@ -153,7 +153,38 @@ def load_config_file(path: str | None) -> tuple[MetaTrainConfig, EvaluationConfi
         raise UsageError(f"Config file {path}: {error}") from None
 
 
+def _given_config_flags(args: argparse.Namespace, cls: type) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    flags = []
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            flags += _given_config_flags(args, hints[field.name])
+        elif getattr(args, field.name, None) is not None:
+            flags.append(_flag(field))
+    return flags
+
+
+def command_resume(args: argparse.Namespace) -> None:
+    given = _given_config_flags(args, MetaTrainConfig) + (["--config"] if args.config else [])
+    if given:
+        raise UsageError(f"--resume continues a run with its stored settings; drop {', '.join(given)}")
+    run_dir = pathlib.Path(args.resume)
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    config: MetaTrainConfig = checkpoint["config"]
+    if checkpoint["trajectory"] >= config.trajectories:
+        print(f"{run_dir} is complete: {checkpoint['trajectory']} of {config.trajectories} trajectories")
+        return
+    _check_task(config.task, args.data_dir)
+    print(f"resuming {run_dir} at trajectory {checkpoint['trajectory']} of {config.trajectories}")
+    result = meta_train(config, run_dir, progress=not args.quiet, data_dir=args.data_dir, resume=checkpoint)
+    print(f"best validation loss {result.best_validation:.4g}; checkpoint: {run_dir / 'checkpoint.pt'}")
+
+
 def command_meta_train(args: argparse.Namespace) -> None:
+    if args.resume:
+        return command_resume(args)
+    if not args.run_dir:
+        raise UsageError("meta-train needs --run-dir (a new run) or --resume RUN_DIR (an interrupted one)")
     meta_preset, _ = load_config_file(args.config)
     config = config_from_args(MetaTrainConfig, args, meta_preset)
     _check_task(config.task, args.data_dir)
@@ -248,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     train = commands.add_parser("meta-train", help="meta-train a learned optimizer")
-    _common(train, run_dir_required=True)
+    _common(train, run_dir_required=False)
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue an interrupted run from its checkpoint, with its stored settings")
     _config_file(train)
     add_config_arguments(train, MetaTrainConfig, MetaTrainConfig())
     train.set_defaults(handler=command_meta_train)
@@ -286,13 +319,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         args.handler(args)
+    except MetaTrainingInterrupted as error:  # checkpointed: say how to continue
+        print(f"optimizer3: {error}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("optimizer3: interrupted", file=sys.stderr)
+        return 130
     except (Optimizer3Error, ValueError) as error:
         # ValueError covers the validation in config dataclasses and torch.optim's own checks.
         print(f"optimizer3: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("optimizer3: interrupted", file=sys.stderr)
-        return 130
     return 0
 
 

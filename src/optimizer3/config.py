@@ -48,14 +48,23 @@ class MetaTrainConfig:
     second_order: bool = _field(
         False, "keep the optimizee's second derivatives in the meta-gradient (slower)"
     )
+    loss_clip: float = _field(
+        0.0, "clip each problem's loss in the meta-loss at this multiple of its initial loss, "
+        "and count a non-finite loss as that cap; 0 disables"
+    )
+    max_skips: int = _field(
+        10, "stop after this many meta-updates in a row were skipped for a non-finite "
+        "meta-loss or meta-gradient"
+    )
     validation_problems: int = _field(500, "fixed validation problems for early stopping")
-    validate_every: int = _field(25, "validate (and checkpoint) every this many trajectories")
+    validate_every: int = _field(25, "validate every this many trajectories")
+    checkpoint_every: int = _field(5, "save a checkpoint every this many trajectories")
     seed: int = _field(0, "seed of meta-parameter initialization and training problems")
     validation_seed: int = _field(1, "seed of the validation problems")
 
     def __post_init__(self) -> None:
         for name in ("horizon", "unroll", "problems", "trajectories", "validation_problems",
-                     "validate_every"):
+                     "validate_every", "checkpoint_every", "max_skips"):
             value = getattr(self, name)
             if value < 1:
                 raise UsageError(f"Invalid {name}: {value}; use a positive integer")
@@ -66,6 +75,8 @@ class MetaTrainConfig:
             )
         if not self.meta_lr > 0:
             raise UsageError(f"Invalid meta learning rate: {self.meta_lr}; use a positive number")
+        if self.loss_clip < 0:
+            raise UsageError(f"Invalid loss_clip: {self.loss_clip}; use 0 (off) or a positive multiple")
         if self.clip_grad_norm < 0:
             raise UsageError(f"Invalid clip_grad_norm: {self.clip_grad_norm}; use 0 or more")
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)

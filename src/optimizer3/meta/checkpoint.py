@@ -20,6 +20,8 @@ from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams, meta_param_
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("version", "config", "meta_params", "best_meta_params", "meta_opt_state",
                  "trajectory", "best_validation", "rng")
+# Keys added after the first checkpoints were written, with the value an old file implies.
+OPTIONAL_KEYS = {"validations": list, "skipped": int, "consecutive_skips": int}
 
 
 def atomic_save(obj: Any, path: pathlib.Path) -> None:
@@ -36,8 +38,11 @@ def make_checkpoint(
     trajectory: int,
     best_validation: float,
     rng: torch.Tensor,
+    validations: list[dict[str, float]] | None = None,
+    skipped: int = 0,
+    consecutive_skips: int = 0,
 ) -> dict[str, Any]:
-    """The checkpoint dict (see `REQUIRED_KEYS`); tensors are detached copies."""
+    """The checkpoint dict (see `REQUIRED_KEYS` and `OPTIONAL_KEYS`); tensors are copies."""
     return {
         "version": FORMAT_VERSION,
         "config": to_dict(config),
@@ -47,6 +52,9 @@ def make_checkpoint(
         "trajectory": trajectory,
         "best_validation": best_validation,
         "rng": rng.clone(),
+        "validations": list(validations or []),
+        "skipped": skipped,
+        "consecutive_skips": consecutive_skips,
     }
 
 
@@ -79,6 +87,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("meta_params", "best_meta_params"):
         check_meta_params(checkpoint[key], config.optimizer, f"{path} ({key})")
     checkpoint["config"] = config
+    _check_fields(checkpoint, path)
     return checkpoint
 
 
@@ -100,3 +109,17 @@ def check_meta_params(meta_params: Any, config: LSTMOptimizerConfig, where: str)
             )
         if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
             raise CheckpointError(f"Meta-parameter {name} in {where} is not finite floating point")
+
+
+def _check_fields(checkpoint: dict[str, Any], path: pathlib.Path) -> None:
+    """Types of the bookkeeping fields, and defaults for optional ones an older file lacks."""
+    expected = {"trajectory": int, "best_validation": float, "rng": torch.Tensor, "meta_opt_state": dict}
+    for key, kind in expected.items():
+        if not isinstance(checkpoint[key], kind) or isinstance(checkpoint[key], bool):
+            raise CheckpointError(f"Checkpoint {path} has a {type(checkpoint[key]).__name__} for {key}; expected {kind.__name__}")
+    if checkpoint["trajectory"] < 0 or checkpoint["trajectory"] > checkpoint["config"].trajectories:
+        raise CheckpointError(f"Checkpoint {path} is at trajectory {checkpoint['trajectory']}, outside its run")
+    for key, kind in OPTIONAL_KEYS.items():
+        checkpoint.setdefault(key, kind())
+        if not isinstance(checkpoint[key], kind):
+            raise CheckpointError(f"Checkpoint {path} has a {type(checkpoint[key]).__name__} for {key}; expected {kind.__name__}")

@@ -5,27 +5,45 @@ summed loss is backpropagated into the LSTM, the meta-optimizer steps, and the c
 detached (the truncation boundary). The meta-loss is a mean over problems, so a meta-gradient
 is an average over a batch of problems and data-parallel training only has to average it.
 
+A run never loses more than `checkpoint_every` trajectories: checkpoints are written
+atomically, also when SIGINT or SIGTERM arrives, and `meta_train(..., resume=checkpoint)`
+continues bit for bit as if never stopped (same machine, same thread count). A non-finite
+meta-loss or meta-gradient never reaches the meta-parameters: that meta-update is skipped,
+counted and logged, and the rest of that trajectory is abandoned.
+
 References: Andrychowicz et al. 2016, section 2 and section 3.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import pathlib
+import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from optimizer3.config import MetaTrainConfig
-from optimizer3.trajectories import run_learned, tuning_score
+from optimizer3.errors import Optimizer3Error
 from optimizer3.learned.lstm import MetaParams, init_meta_params
 from optimizer3.meta.checkpoint import atomic_save, make_checkpoint
 from optimizer3.meta.unroll import Carry, start, unroll
 from optimizer3.tasks import Task, make_task_family
+from optimizer3.trajectories import run_learned, tuning_score
+
+
+class MetaTrainingInterrupted(Optimizer3Error):
+    """SIGINT or SIGTERM arrived; the run was checkpointed and can be resumed."""
+
+
+class MetaTrainingDiverged(Optimizer3Error):
+    """Too many meta-updates in a row were non-finite; the last good checkpoint is kept."""
 
 
 @dataclasses.dataclass
@@ -37,6 +55,22 @@ class MetaTrainResult:
     meta_params: MetaParams
     history: list[dict[str, Any]]
     seconds: float
+    skipped: int
+
+
+@dataclasses.dataclass
+class _State:
+    """Everything that a bit-identical continuation needs, besides the config."""
+
+    meta_params: MetaParams
+    meta_optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    trajectory: int
+    best_meta_params: MetaParams
+    best_validation: float
+    validations: list[dict[str, float]]
+    skipped: int = 0
+    consecutive_skips: int = 0
 
 
 def loss_weights(kind: str, horizon: int) -> torch.Tensor:
@@ -73,7 +107,7 @@ def meta_gradient(
     """
     meta_loss, carry, _ = unroll(
         meta_params, config.optimizer, task, carry, config.unroll, generator,
-        weights=weights, second_order=config.second_order,
+        weights=weights, second_order=config.second_order, loss_clip=config.loss_clip,
     )
     for tensor in meta_params.values():
         tensor.grad = None
@@ -90,22 +124,28 @@ def train_trajectory(
     generator: torch.Generator,
     weights: torch.Tensor,
 ) -> dict[str, float]:
-    """Optimize one batch of problems for the whole horizon, meta-stepping every truncation."""
+    """Optimize one batch of problems for the whole horizon, meta-stepping every truncation.
+
+    Returns the trajectory's mean meta-loss, the largest meta-gradient norm before clipping,
+    and `skipped`: 1 when a non-finite meta-loss or meta-gradient ended the trajectory early.
+    """
     carry, _ = start(task, config.optimizer, generator)
-    total_loss, max_norm = 0.0, 0.0
+    total_loss, max_norm, counted = 0.0, 0.0, 0.0
     for begin in range(0, config.horizon, config.unroll):
         window = weights[begin : begin + config.unroll]
         loss, carry = meta_gradient(meta_params, config, task, carry, generator, window)
-        total_loss += loss
         if not window.any():
             continue  # no loss in this truncation counts: nothing to learn from it
-        if config.clip_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(meta_params.values(), config.clip_grad_norm)
-        else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in meta_params.values()]))
-        max_norm = max(max_norm, float(norm))
+        norm = float(torch.nn.utils.clip_grad_norm_(meta_params.values(), config.clip_grad_norm or math.inf))
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            # Never let a blown-up unroll reach the meta-parameters; the optimizee is lost, so
+            # the rest of this trajectory is abandoned too.
+            return {"meta_loss": None, "grad_norm": norm if math.isfinite(norm) else None, "skipped": 1}
+        total_loss += loss
+        counted += float(window.sum())
+        max_norm = max(max_norm, norm)
         meta_optimizer.step()
-    return {"meta_loss": total_loss / float(weights.sum()), "grad_norm": max_norm}
+    return {"meta_loss": total_loss / max(counted, 1e-12), "grad_norm": max_norm, "skipped": 0}
 
 
 def validate(meta_params: MetaParams, config: MetaTrainConfig, task: Task) -> float:
@@ -114,69 +154,168 @@ def validate(meta_params: MetaParams, config: MetaTrainConfig, task: Task) -> fl
     return tuning_score(losses[-1])
 
 
+def _clone(params: MetaParams) -> MetaParams:
+    return {k: v.detach().clone() for k, v in params.items()}
+
+
+def _fresh_state(config: MetaTrainConfig, validation_task: Task) -> _State:
+    generator = torch.Generator().manual_seed(config.seed)
+    meta_params = init_meta_params(config.optimizer, generator)
+    for tensor in meta_params.values():
+        tensor.requires_grad_()
+    validation = validate(meta_params, config, validation_task)
+    return _State(
+        meta_params=meta_params,
+        meta_optimizer=torch.optim.Adam(meta_params.values(), lr=config.meta_lr),
+        generator=generator,
+        trajectory=0,
+        best_meta_params=_clone(meta_params),
+        best_validation=validation,
+        validations=[{"trajectory": 0, "validation_loss": validation}],
+    )
+
+
+def _resumed_state(config: MetaTrainConfig, checkpoint: dict[str, Any]) -> _State:
+    meta_params = {k: v.clone().requires_grad_() for k, v in checkpoint["meta_params"].items()}
+    meta_optimizer = torch.optim.Adam(meta_params.values(), lr=config.meta_lr)
+    meta_optimizer.load_state_dict(checkpoint["meta_opt_state"])
+    generator = torch.Generator()
+    generator.set_state(checkpoint["rng"])
+    return _State(
+        meta_params=meta_params,
+        meta_optimizer=meta_optimizer,
+        generator=generator,
+        trajectory=checkpoint["trajectory"],
+        best_meta_params=_clone(checkpoint["best_meta_params"]),
+        best_validation=checkpoint["best_validation"],
+        validations=list(checkpoint["validations"]),
+        skipped=checkpoint["skipped"],
+        consecutive_skips=checkpoint["consecutive_skips"],
+    )
+
+
+def _save(config: MetaTrainConfig, state: _State, run_dir: pathlib.Path) -> None:
+    checkpoint = make_checkpoint(
+        config, state.meta_params, state.best_meta_params, state.meta_optimizer.state_dict(),
+        state.trajectory, state.best_validation, state.generator.get_state(),
+        state.validations, state.skipped, state.consecutive_skips,
+    )
+    atomic_save(checkpoint, run_dir / "checkpoint.pt")
+
+
+@contextlib.contextmanager
+def _stop_requests(enabled: bool) -> Iterator[list[int]]:
+    """Turn SIGINT and SIGTERM into a request that the loop honours between trajectories."""
+    requests: list[int] = []
+    if not enabled:
+        yield requests
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda number, frame: requests.append(number))
+    try:
+        yield requests
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _metrics_file(run_dir: pathlib.Path, trajectory: int):
+    """metrics.jsonl opened for appending, without records past `trajectory` (a resumed run
+    repeats the trajectories after its checkpoint, so their old records are dropped)."""
+    path = run_dir / "metrics.jsonl"
+    if trajectory == 0 or not path.exists():
+        return path.open("w")
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("trajectory", 0) <= trajectory]
+    path.write_text("".join(line + "\n" for line in kept))
+    return path.open("a")
+
+
 def meta_train(
     config: MetaTrainConfig,
     run_dir: pathlib.Path | None = None,
     progress: bool = True,
     data_dir: str | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> MetaTrainResult:
-    """Meta-train from scratch as `config` says; write checkpoints and metrics to `run_dir`.
+    """Meta-train as `config` says, from scratch or from a loaded checkpoint (`resume`).
 
     Training problems come from the task's meta-training split, validation problems from its
-    held-out split (`data_dir` says where to look for data first).
+    held-out split (`data_dir` says where to look for data first). With a `run_dir`, metrics
+    go to metrics.jsonl and checkpoints to checkpoint.pt, and SIGINT or SIGTERM ends the run
+    after the current trajectory with a checkpoint and `MetaTrainingInterrupted`.
     """
     began = time.perf_counter()
-    generator = torch.Generator().manual_seed(config.seed)
-    meta_params = init_meta_params(config.optimizer, generator)
-    for tensor in meta_params.values():
-        tensor.requires_grad_()
-    meta_optimizer = torch.optim.Adam(meta_params.values(), lr=config.meta_lr)
     family = make_task_family(config.task, "train", data_dir)
     validation_task = make_task_family(config.task, "heldout", data_dir).sample(
         config.validation_problems, torch.Generator().manual_seed(config.validation_seed)
     )
     weights = loss_weights(config.loss_weights, config.horizon)
-    best_validation = validate(meta_params, config, validation_task)
-    best_meta_params = {k: v.detach().clone() for k, v in meta_params.items()}
-    history: list[dict[str, Any]] = [{"trajectory": 0, "validation_loss": best_validation}]
-    metrics = (run_dir / "metrics.jsonl").open("w") if run_dir else None
-    bar = tqdm(
-        range(config.trajectories), desc="meta-train", disable=not progress, unit="traj", mininterval=1.0
-    )
+    state = _resumed_state(config, resume) if resume else _fresh_state(config, validation_task)
+    history: list[dict[str, Any]] = list(state.validations[:1]) if not resume else []
+    metrics = _metrics_file(run_dir, state.trajectory) if run_dir else None
+    bar = tqdm(range(state.trajectory, config.trajectories), desc="meta-train", disable=not progress,
+               unit="traj", mininterval=1.0, initial=state.trajectory, total=config.trajectories)
     try:
-        for trajectory in bar:
-            lr = scheduled_lr(config, trajectory)
-            for group in meta_optimizer.param_groups:
-                group["lr"] = lr
-            task = family.sample(config.problems, generator)
-            record = {"trajectory": trajectory + 1, "lr": lr}
-            record.update(train_trajectory(meta_params, meta_optimizer, config, task, generator, weights))
-            done = trajectory + 1
-            if done % config.validate_every == 0 or done == config.trajectories:
-                record["validation_loss"] = validate(meta_params, config, validation_task)
-                if record["validation_loss"] < best_validation:
-                    best_validation = record["validation_loss"]
-                    best_meta_params = {k: v.detach().clone() for k, v in meta_params.items()}
-                if run_dir:
-                    checkpoint = make_checkpoint(
-                        config, meta_params, best_meta_params, meta_optimizer.state_dict(),
-                        done, best_validation, generator.get_state(),
+        with _stop_requests(run_dir is not None) as stop_requests:
+            for trajectory in bar:
+                record = _train_one(config, state, family, weights, trajectory)
+                if state.consecutive_skips >= config.max_skips:
+                    raise MetaTrainingDiverged(
+                        f"Meta-training diverged: {state.consecutive_skips} meta-updates in a row had a "
+                        f"non-finite loss or gradient (trajectory {trajectory + 1}); the last good "
+                        f"checkpoint is kept; lower --meta-lr or set --loss-clip"
                     )
-                    atomic_save(checkpoint, run_dir / "checkpoint.pt")
-            record["seconds"] = time.perf_counter() - began
-            history.append(record)
-            if metrics:
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-            bar.set_postfix(meta_loss=f"{record['meta_loss']:.3g}", best_val=f"{best_validation:.3g}")
+                done = state.trajectory
+                if done % config.validate_every == 0 or done == config.trajectories:
+                    record["validation_loss"] = validate(state.meta_params, config, validation_task)
+                    state.validations.append({"trajectory": done, "validation_loss": record["validation_loss"]})
+                    if record["validation_loss"] < state.best_validation:
+                        state.best_validation = record["validation_loss"]
+                        state.best_meta_params = _clone(state.meta_params)
+                record["seconds"] = time.perf_counter() - began
+                history.append(record)
+                if metrics:
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                stopping = bool(stop_requests)
+                if run_dir and (done % config.checkpoint_every == 0 or done == config.trajectories or stopping):
+                    _save(config, state, run_dir)
+                if stopping:
+                    raise MetaTrainingInterrupted(
+                        f"Interrupted after trajectory {done} of {config.trajectories}; checkpoint saved; "
+                        f"continue with: optimizer3 meta-train --resume {run_dir}"
+                    )
+                bar.set_postfix(meta_loss=record["meta_loss"], best_val=f"{state.best_validation:.3g}",
+                                skipped=state.skipped)
     finally:
         bar.close()
         if metrics:
             metrics.close()
     return MetaTrainResult(
-        best_meta_params=best_meta_params,
-        best_validation=best_validation,
-        meta_params={k: v.detach().clone() for k, v in meta_params.items()},
+        best_meta_params=state.best_meta_params,
+        best_validation=state.best_validation,
+        meta_params=_clone(state.meta_params),
         history=history,
         seconds=time.perf_counter() - began,
+        skipped=state.skipped,
     )
+
+
+def _train_one(config: MetaTrainConfig, state: _State, family, weights: torch.Tensor, trajectory: int) -> dict:
+    """One trajectory on fresh problems; updates `state` in place and returns its record."""
+    lr = scheduled_lr(config, trajectory)
+    for group in state.meta_optimizer.param_groups:
+        group["lr"] = lr
+    task = family.sample(config.problems, state.generator)
+    record = {"trajectory": trajectory + 1, "lr": lr}
+    record.update(train_trajectory(state.meta_params, state.meta_optimizer, config, task, state.generator, weights))
+    state.trajectory = trajectory + 1
+    if record["skipped"]:
+        state.skipped += 1
+        state.consecutive_skips += 1
+    else:
+        state.consecutive_skips = 0
+    record["skipped_total"] = state.skipped
+    return record

@@ -17,15 +17,30 @@ from optimizer3.tasks.base import Task
 
 
 class Carry(NamedTuple):
-    """What one truncation hands to the next: parameters, their gradient, the LSTM state."""
+    """What one truncation hands to the next: parameters, their gradient, the LSTM state,
+    the step count, and each problem's initial loss (the scale of the loss normaliser)."""
 
     params: torch.Tensor
     grads: torch.Tensor
     state: LSTMState
     step: int
+    initial_losses: torch.Tensor
 
     def detach(self) -> "Carry":
-        return Carry(self.params.detach(), self.grads.detach(), self.state.detach(), self.step)
+        return Carry(self.params.detach(), self.grads.detach(), self.state.detach(), self.step,
+                     self.initial_losses)
+
+
+def normalize_losses(losses: torch.Tensor, initial_losses: torch.Tensor, clip: float) -> torch.Tensor:
+    """Each problem's loss clipped at `clip` times its initial loss, non-finite values at the cap.
+
+    One blown-up problem then adds at most `clip` times its starting loss to the meta-loss, and
+    no gradient: it cannot dominate a meta-update. `clip` = 0 returns the losses unchanged.
+    """
+    if clip <= 0:
+        return losses
+    cap = clip * initial_losses
+    return torch.minimum(torch.nan_to_num(losses, nan=torch.inf), cap)
 
 
 def loss_and_grad(
@@ -55,7 +70,7 @@ def start(
     params = task.init(generator)
     losses, grads = loss_and_grad(task, params, task.sample_batch(generator), second_order=False)
     state = init_state(config, params.numel(), dtype=params.dtype, device=params.device)
-    return Carry(params, grads, state, 0), losses.detach()
+    return Carry(params, grads, state, 0, losses.detach()), losses.detach()
 
 
 def unroll(
@@ -67,6 +82,7 @@ def unroll(
     generator: torch.Generator,
     weights: torch.Tensor | None = None,
     second_order: bool = False,
+    loss_clip: float = 0.0,
 ) -> tuple[torch.Tensor, Carry, torch.Tensor]:
     """Run the learned optimizer for `steps` steps from `carry`.
 
@@ -79,13 +95,15 @@ def unroll(
       generator: draws the minibatches of tasks that have data.
       weights: meta-loss weight for each of the `steps` losses; ones when None.
       second_order: keep the optimizee's second derivatives in the meta-graph.
+      loss_clip: clip each loss in the meta-loss at this multiple of the problem's initial
+        loss (`normalize_losses`); 0 disables.
 
     Returns:
       (meta_loss, carry, losses): `meta_loss` is the weighted sum over steps of the mean loss
       over problems (so that the meta-gradient is an average over problems); `losses` holds the
       detached per-problem losses after each step, shape [steps, num_problems].
     """
-    params, grads, state, step = carry
+    params, grads, state, step, initial_losses = carry
     shape = params.shape
     meta_loss = params.new_zeros(())
     history = []
@@ -94,6 +112,6 @@ def unroll(
         params = params + updates.view(shape)
         losses, grads = loss_and_grad(task, params, task.sample_batch(generator), second_order)
         weight = 1.0 if weights is None else weights[t]
-        meta_loss = meta_loss + weight * losses.mean()
+        meta_loss = meta_loss + weight * normalize_losses(losses, initial_losses, loss_clip).mean()
         history.append(losses.detach())
-    return meta_loss, Carry(params, grads, state, step + steps), torch.stack(history)
+    return meta_loss, Carry(params, grads, state, step + steps, initial_losses), torch.stack(history)

@@ -1,0 +1,151 @@
+"""Interrupted meta-training resumes bit for bit; divergence never reaches the meta-parameters."""
+
+import dataclasses
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from optimizer3.config import MetaTrainConfig
+from optimizer3.errors import UsageError
+from optimizer3.meta import trainer as trainer_module
+from optimizer3.meta.checkpoint import load_checkpoint
+from optimizer3.meta.trainer import MetaTrainingDiverged, meta_train
+from optimizer3.meta.unroll import normalize_losses
+from optimizer3.tasks import TaskConfig
+
+RUN = ["--dim", "4", "--horizon", "20", "--unroll", "5", "--problems", "16", "--trajectories", "60",
+       "--validation-problems", "16", "--validate-every", "10", "--checkpoint-every", "2",
+       "--threads", "1", "--quiet"]
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "optimizer3", "meta-train", *args]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("whole") / "run"
+    subprocess.run(_cli("--run-dir", str(run_dir), *RUN), check=True, capture_output=True)
+    return load_checkpoint(run_dir / "checkpoint.pt")
+
+
+def _interrupt(run_dir, sig, rng):
+    """Start a run, deliver `sig` at a random moment after its first checkpoint, return the code."""
+    process = subprocess.Popen(_cli("--run-dir", str(run_dir), *RUN), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoint.pt").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.0, 0.5))
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err
+
+
+def _resume_until_done(run_dir):
+    result = subprocess.run(_cli("--resume", str(run_dir), "--threads", "1", "--quiet"),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return load_checkpoint(run_dir / "checkpoint.pt")
+
+
+def _assert_identical(a, b):
+    for key in ("meta_params", "best_meta_params"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    assert a["best_validation"] == b["best_validation"] and a["trajectory"] == b["trajectory"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+def test_killed_run_resumes_bit_identically(tmp_path, uninterrupted, sig):
+    rng = random.Random(int(sig))
+    run_dir = tmp_path / "run"
+    code, err = _interrupt(run_dir, sig, rng)
+    if code == 0:
+        pytest.skip("the run finished before the signal arrived")
+    if sig != signal.SIGKILL:
+        assert code == 130 and "--resume" in err, err
+        stopped_at = load_checkpoint(run_dir / "checkpoint.pt")["trajectory"]
+        # A graceful stop checkpoints the trajectory it finished: nothing is lost.
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == stopped_at
+    resumed = _resume_until_done(run_dir)
+    _assert_identical(resumed, uninterrupted)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [eval(line.replace("null", "None"))["trajectory"] for line in lines] == list(range(1, 61))
+
+
+def test_resume_refuses_new_settings_and_reports_a_complete_run(tmp_path, uninterrupted, capsys):
+    from optimizer3.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["meta-train", "--run-dir", str(run_dir), *RUN, "--trajectories", "2"]) == 0
+    assert main(["meta-train", "--resume", str(run_dir), "--horizon", "40"]) == 2
+    assert "drop --horizon" in capsys.readouterr().err
+    assert main(["meta-train", "--resume", str(run_dir)]) == 0
+    assert "is complete" in capsys.readouterr().out
+
+
+def _poison_once_every(monkeypatch, every, after=0):
+    """Make every `every`-th truncation after the first `after` NaN, as a blown-up unroll would."""
+    original = trainer_module.unroll
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        meta_loss, carry, losses = original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > after and calls["n"] % every == 0:
+            meta_loss = meta_loss * math.nan
+        return meta_loss, carry, losses
+
+    monkeypatch.setattr(trainer_module, "unroll", poisoned)
+
+
+SMALL = MetaTrainConfig(task=TaskConfig(dim=4), horizon=20, unroll=5, problems=16, trajectories=12,
+                        validation_problems=16, validate_every=4)
+
+
+def test_non_finite_meta_gradients_are_skipped_and_counted(monkeypatch):
+    _poison_once_every(monkeypatch, every=7)
+    result = meta_train(SMALL, progress=False)
+    assert result.skipped >= 1
+    assert all(torch.isfinite(v).all() for v in result.meta_params.values())
+    assert sum(record.get("skipped", 0) for record in result.history) == result.skipped
+
+
+def test_too_many_skips_in_a_row_stop_the_run_keeping_the_last_good_checkpoint(monkeypatch, tmp_path):
+    config = dataclasses.replace(SMALL, max_skips=3, checkpoint_every=4)
+    # Every truncation after the fourth trajectory (4 truncations each) blows up: trajectories
+    # 5, 6 and 7 are skipped, and the run stops before it would checkpoint trajectory 8.
+    _poison_once_every(monkeypatch, every=1, after=16)
+    with pytest.raises(MetaTrainingDiverged, match="3 meta-updates in a row"):
+        meta_train(config, tmp_path, progress=False)
+    kept = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert kept["trajectory"] == 4 and kept["skipped"] == 0
+    assert all(torch.isfinite(v).all() for v in kept["meta_params"].values())
+    records = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and '"skipped": 1' in records[-1]
+
+
+def test_loss_normaliser_caps_blown_up_losses():
+    losses = torch.tensor([1.0, 50.0, float("nan"), float("inf")], requires_grad=True)
+    initial = torch.tensor([2.0, 2.0, 2.0, 2.0])
+    capped = normalize_losses(losses, initial, clip=10.0)
+    assert capped.tolist() == [1.0, 20.0, 20.0, 20.0]
+    capped.sum().backward()
+    assert losses.grad.tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert normalize_losses(losses, initial, clip=0.0) is losses
+    with pytest.raises(UsageError, match="loss_clip"):
+        dataclasses.replace(SMALL, loss_clip=-1.0)
+
+
+def test_loss_clip_trains():
+    result = meta_train(dataclasses.replace(SMALL, loss_clip=5.0), progress=False)
+    assert result.best_validation < result.history[0]["validation_loss"]
