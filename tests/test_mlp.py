@@ -106,3 +106,7 @@ def test_comparison_reports_test_accuracy_for_mlps():
     for name in ("lstm", "adam"):
         low, high = comparison.summaries[name]["test_accuracy_ci"]
         assert 0.0 <= low <= comparison.summaries[name]["test_accuracy"] <= high <= 1.0
+    from optimizer3.report import markdown_table
+
+    table = markdown_table(comparison).splitlines()
+    assert table[0].endswith("test accuracy |") and all(line.count("|") == 8 for line in table)

@@ -51,17 +51,20 @@ def _interval(summary: dict[str, Any], key: str, scale=lambda v: v) -> str:
 def markdown_table(comparison: Comparison) -> str:
     """The summary table: one row per optimizer, 95% bootstrap intervals in brackets."""
     power = lambda v: 10.0**v  # noqa: E731 - geometric mean from mean log10
-    lines = [
-        f"| optimizer | learning rate | mean final loss | median final loss | geometric mean final loss | diverged |",
-        "|---|---|---|---|---|---|",
-    ]
+    accuracy = all("test_accuracy" in summary for summary in comparison.summaries.values())
+    header = "| optimizer | learning rate | mean final loss | median final loss | geometric mean final loss | diverged |"
+    lines = [header + (" test accuracy |" if accuracy else ""),
+             "|---|---|---|---|---|---|" + ("---|" if accuracy else "")]
     for name, summary in comparison.summaries.items():
         lr = comparison.learning_rates.get(name)
-        lines.append(
+        row = (
             f"| {name} | {'learned' if lr is None else f'{lr:.3g}'} | {_interval(summary, 'mean')} | "
             f"{_interval(summary, 'median')} | {_interval(summary, 'mean_log10', power)} | "
             f"{summary['diverged']} |"
         )
+        if accuracy:
+            row += f" {_interval(summary, 'test_accuracy')} |"
+        lines.append(row)
     return "\n".join(lines)
 
 
