@@ -1,0 +1,62 @@
+"""Speed of MNIST meta-training: seconds per trajectory per optimizee instance.
+
+    python benchmarks/mnist.py --data-dir ../shared/data/mnist
+
+One trajectory is 100 steps of an MLP with batch 128, the learned optimizer's forward pass and
+the meta-backward through it (5 truncations of 20 steps, with the meta-optimizer's steps), as
+in `optimizer3 meta-train --task mnist`. Reported for several numbers of instances per
+trajectory and network sizes; best of `--repeats` trajectories after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from optimizer3.config import MetaTrainConfig
+from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
+from optimizer3.meta.trainer import loss_weights, train_trajectory
+from optimizer3.report import machine_description
+from optimizer3.tasks import TaskConfig, make_task_family
+
+
+def seconds_per_trajectory(hidden: tuple[int, ...], instances: int, repeats: int, data_dir: str | None) -> float:
+    config = MetaTrainConfig(
+        task=TaskConfig(name="mnist", hidden=hidden),
+        optimizer=LSTMOptimizerConfig(preprocessing="log_sign", output_init="zeros"),
+        problems=instances,
+    )
+    generator = torch.Generator().manual_seed(0)
+    meta_params = {k: v.requires_grad_() for k, v in init_meta_params(config.optimizer, generator).items()}
+    meta_optimizer = torch.optim.Adam(meta_params.values(), lr=1e-3)
+    family = make_task_family(config.task, "train", data_dir)
+    weights = loss_weights(config.loss_weights, config.horizon)
+    best = float("inf")
+    for repeat in range(repeats + 1):
+        task = family.sample(instances, generator)
+        began = time.perf_counter()
+        train_trajectory(meta_params, meta_optimizer, config, task, generator, weights)
+        if repeat:
+            best = min(best, time.perf_counter() - began)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    print(f"machine: {machine_description()}")
+    for hidden, instances in (((20,), 1), ((20,), 2), ((20,), 4), ((40,), 1), ((20, 20), 1)):
+        seconds = seconds_per_trajectory(hidden, instances, args.repeats, args.data_dir)
+        coordinates = make_task_family(TaskConfig(name="mnist", hidden=hidden), "train", args.data_dir) \
+            .sample(1, torch.Generator()).dim
+        print(f"hidden {list(hidden)}, {instances} instance(s) of {coordinates} parameters: "
+              f"{seconds:.2f} s per trajectory, {seconds / instances:.2f} s per instance, "
+              f"{coordinates * instances * 100 / seconds:,.0f} coordinate-steps/s")
+
+
+if __name__ == "__main__":
+    main()
