@@ -62,3 +62,20 @@ def test_valid_files_always_parse(values, ndim):
     shape = (len(values),) + (1,) * (ndim - 1)
     array = np.array(values, dtype=np.uint8).reshape(shape)
     np.testing.assert_array_equal(parse_idx(_idx(array), "valid", ndim), array)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.booleans())
+def test_arbitrary_files_load_or_fail_cleanly(data, gzipped):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/file.gz"
+        with open(path, "wb") as file:
+            # Half the cases look like gzip (its magic bytes) but are arbitrary after that.
+            file.write(b"\x1f\x8b" + data if gzipped else data)
+        try:
+            images = read_images(path)
+        except DataError:
+            return
+        assert images.ndim == 3

@@ -93,8 +93,8 @@ def test_resume_refuses_new_settings_and_reports_a_complete_run(tmp_path, uninte
     assert "is complete" in capsys.readouterr().out
 
 
-def _poison_once_every(monkeypatch, every, after=0):
-    """Make every `every`-th truncation after the first `after` NaN, as a blown-up unroll would."""
+def _poison_once_every(monkeypatch, every, after=0, value=math.nan):
+    """Make every `every`-th truncation after the first `after` blow up to `value`."""
     original = trainer_module.unroll
     calls = {"n": 0}
 
@@ -102,7 +102,7 @@ def _poison_once_every(monkeypatch, every, after=0):
         meta_loss, carry, losses = original(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] > after and calls["n"] % every == 0:
-            meta_loss = meta_loss * math.nan
+            meta_loss = meta_loss * value
         return meta_loss, carry, losses
 
     monkeypatch.setattr(trainer_module, "unroll", poisoned)
@@ -112,8 +112,9 @@ SMALL = MetaTrainConfig(task=TaskConfig(dim=4), horizon=20, unroll=5, problems=1
                         validation_problems=16, validate_every=4)
 
 
-def test_non_finite_meta_gradients_are_skipped_and_counted(monkeypatch):
-    _poison_once_every(monkeypatch, every=7)
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_meta_gradients_are_skipped_and_counted(monkeypatch, value):
+    _poison_once_every(monkeypatch, every=7, value=value)
     result = meta_train(SMALL, progress=False)
     assert result.skipped >= 1
     assert all(torch.isfinite(v).all() for v in result.meta_params.values())
@@ -149,3 +150,12 @@ def test_loss_normaliser_caps_blown_up_losses():
 def test_loss_clip_trains():
     result = meta_train(dataclasses.replace(SMALL, loss_clip=5.0), progress=False)
     assert result.best_validation < result.history[0]["validation_loss"]
+
+
+def test_an_exploding_optimizee_is_skipped_not_learned_from():
+    # A huge output scale makes the optimizee's loss overflow to inf within the horizon.
+    config = dataclasses.replace(SMALL, trajectories=3, max_skips=10,
+                                 optimizer=dataclasses.replace(SMALL.optimizer, output_scale=1e30))
+    result = meta_train(config, progress=False)
+    assert result.skipped >= 1
+    assert all(torch.isfinite(v).all() for v in result.meta_params.values())
