@@ -24,7 +24,7 @@ import torch
 
 from optimizer3.meta.checkpoint import load_checkpoint
 
-RUN = ["--dim", "6", "--horizon", "20", "--unroll", "5", "--problems", "32", "--trajectories", "200",
+RUN = ["--dim", "6", "--horizon", "20", "--unroll", "5", "--problems", "32", "--trajectories", "400",
        "--validation-problems", "32", "--validate-every", "20", "--checkpoint-every", "3",
        "--threads", "1", "--quiet"]
 
@@ -33,14 +33,24 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "optimizer3", "meta-train", *args]
 
 
+def _trajectory(run_dir: pathlib.Path) -> int:
+    """Trajectories in the run's checkpoint; 0 before the first one is written."""
+    path = run_dir / "checkpoint.pt"  # replaced atomically, so never read half-written
+    return load_checkpoint(path)["trajectory"] if path.exists() else 0
+
+
 def run_with_kills(run_dir: pathlib.Path, kills: int, sig: signal.Signals, rng: random.Random) -> dict:
     landed, redone, worst = 0, 0, 0
     args = command("--run-dir", str(run_dir), *RUN)
     while True:
-        before = load_checkpoint(run_dir / "checkpoint.pt")["trajectory"] if (run_dir / "checkpoint.pt").exists() else 0
+        before = _trajectory(run_dir)
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if landed < kills:
-            time.sleep(rng.uniform(2.5, 6.0))  # interpreter start-up takes about 2 s
+            # Let this start make progress (a checkpoint past `before`), then strike at a
+            # random moment, which may fall anywhere between two checkpoints.
+            while process.poll() is None and _trajectory(run_dir) <= before:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 1.0))
             if process.poll() is None:
                 process.send_signal(sig)
                 landed += 1
