@@ -150,3 +150,18 @@ def test_a_batch_larger_than_the_data_is_refused(tmp_path, capsys, mnist_dir):
                             "--batch-size", "20000", "--run-dir", str(tmp_path / "run")],
                    "batch size: 20000")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "extra,needles",
+    [(["--baselines", "adamw"], ["adamw"]), (["--steps", "-5"], ["steps: -5"]),
+     (["--test-seed", "1"], ["test_seed: 1"]), (["--task", "cubic"], ["cubic"]),
+     (["--lr-min", "0"], ["[0.0, 1.0]"])],
+)
+def test_bad_evaluate_input_touches_nothing(tmp_path, capsys, reproduced, extra, needles):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    _fails_cleanly(capsys, ["evaluate", "--checkpoint", str(reproduced / "checkpoint.pt"),
+                            "--run-dir", str(out), "--overwrite", *extra], *needles)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
