@@ -11,15 +11,14 @@ trajectory and network sizes; best of `--repeats` trajectories after one warm-up
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from optimizer3.config import MetaTrainConfig
-from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
-from optimizer3.meta.trainer import loss_weights, train_trajectory
+from optimizer3.learned.lstm import LSTMOptimizerConfig
 from optimizer3.report import machine_description
 from optimizer3.tasks import TaskConfig, make_task_family
+from timing import best_trajectory_seconds
 
 
 def seconds_per_trajectory(hidden: tuple[int, ...], instances: int, repeats: int, data_dir: str | None) -> float:
@@ -28,19 +27,7 @@ def seconds_per_trajectory(hidden: tuple[int, ...], instances: int, repeats: int
         optimizer=LSTMOptimizerConfig(preprocessing="log_sign", output_init="zeros"),
         problems=instances,
     )
-    generator = torch.Generator().manual_seed(0)
-    meta_params = {k: v.requires_grad_() for k, v in init_meta_params(config.optimizer, generator).items()}
-    meta_optimizer = torch.optim.Adam(meta_params.values(), lr=1e-3)
-    family = make_task_family(config.task, "train", data_dir)
-    weights = loss_weights(config.loss_weights, config.horizon)
-    best = float("inf")
-    for repeat in range(repeats + 1):
-        task = family.sample(instances, generator)
-        began = time.perf_counter()
-        train_trajectory(meta_params, meta_optimizer, config, task, generator, weights)
-        if repeat:
-            best = min(best, time.perf_counter() - began)
-    return best
+    return best_trajectory_seconds(config, repeats, data_dir)
 
 
 def main() -> None:

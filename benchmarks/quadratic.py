@@ -25,28 +25,16 @@ import torch
 
 from optimizer3.config import MetaTrainConfig
 from optimizer3.learned.lstm import init_meta_params
-from optimizer3.meta.trainer import loss_weights, train_trajectory
 from optimizer3.report import machine_description
 from optimizer3.tasks import TaskConfig, make_task_family
 from optimizer3.trajectories import run_baseline, run_learned
+from timing import best_trajectory_seconds, trajectory_runner
 
 
 def throughput(problems: int, dim: int, repeats: int) -> float:
     """Coordinate-steps per second of meta-training (best of `repeats` trajectories)."""
     config = MetaTrainConfig(task=TaskConfig(dim=dim), problems=problems)
-    generator = torch.Generator().manual_seed(0)
-    meta_params = {k: v.requires_grad_() for k, v in init_meta_params(config.optimizer, generator).items()}
-    meta_optimizer = torch.optim.Adam(meta_params.values(), lr=1e-3)
-    family = make_task_family(config.task)
-    weights = loss_weights(config.loss_weights, config.horizon)
-    best = float("inf")
-    for repeat in range(repeats + 1):
-        task = family.sample(problems, generator)
-        began = time.perf_counter()
-        train_trajectory(meta_params, meta_optimizer, config, task, generator, weights)
-        if repeat:  # the first trajectory warms up allocators and caches
-            best = min(best, time.perf_counter() - began)
-    return problems * dim * config.horizon / best
+    return problems * dim * config.horizon / best_trajectory_seconds(config, repeats)
 
 
 VIEW_OPS = {"aten::view", "aten::slice", "aten::as_strided", "aten::narrow", "aten::unsqueeze",
@@ -63,14 +51,10 @@ MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm"}
 def profile_breakdown(problems: int = 128) -> dict[str, float]:
     """Compute operations per optimizee step, and the matrix products' share of operator time."""
     config = MetaTrainConfig(problems=problems)
-    generator = torch.Generator().manual_seed(0)
-    meta_params = {k: v.requires_grad_() for k, v in init_meta_params(config.optimizer, generator).items()}
-    meta_optimizer = torch.optim.Adam(meta_params.values(), lr=1e-3)
-    family = make_task_family(config.task)
-    weights = loss_weights(config.loss_weights, config.horizon)
-    train_trajectory(meta_params, meta_optimizer, config, family.sample(problems, generator), generator, weights)
+    run = trajectory_runner(config)
+    run()
     with torch.profiler.profile() as profiler:
-        train_trajectory(meta_params, meta_optimizer, config, family.sample(problems, generator), generator, weights)
+        run()
     events = [e for e in profiler.key_averages() if e.key.startswith("aten::")]
     compute = sum(e.count for e in events if e.key not in VIEW_OPS)
     matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)

@@ -1,0 +1,39 @@
+"""Shared by the benchmarks: time meta-training trajectories exactly as `meta_train` runs them."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from optimizer3.config import MetaTrainConfig
+from optimizer3.learned.lstm import init_meta_params
+from optimizer3.meta.trainer import loss_weights, train_trajectory
+from optimizer3.tasks import make_task_family
+
+
+def trajectory_runner(config: MetaTrainConfig, data_dir: str | None = None):
+    """A function that meta-trains on one fresh trajectory of `config` per call."""
+    generator = torch.Generator().manual_seed(0)
+    meta_params = {k: v.requires_grad_() for k, v in init_meta_params(config.optimizer, generator).items()}
+    meta_optimizer = torch.optim.Adam(meta_params.values(), lr=1e-3)
+    family = make_task_family(config.task, "train", data_dir)
+    weights = loss_weights(config.loss_weights, config.horizon)
+
+    def run() -> None:
+        task = family.sample(config.problems, generator)
+        train_trajectory(meta_params, meta_optimizer, config, task, generator, weights)
+
+    return run
+
+
+def best_trajectory_seconds(config: MetaTrainConfig, repeats: int, data_dir: str | None = None) -> float:
+    """Fastest of `repeats` timed trajectories, after one warm-up (allocators, caches)."""
+    run = trajectory_runner(config, data_dir)
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - began)
+    return best
