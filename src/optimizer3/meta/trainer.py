@@ -16,14 +16,11 @@ References: Andrychowicz et al. 2016, section 2 and section 3.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import pathlib
-import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -32,7 +29,9 @@ from tqdm.auto import tqdm
 from optimizer3.config import MetaTrainConfig
 from optimizer3.errors import Optimizer3Error
 from optimizer3.learned.lstm import MetaParams, init_meta_params
-from optimizer3.meta.checkpoint import atomic_save, make_checkpoint
+from optimizer3.meta.run_state import (
+    RunState, clone_params, open_metrics, save_state, state_from_checkpoint, stop_requests,
+)
 from optimizer3.meta.unroll import Carry, start, unroll
 from optimizer3.tasks import Task, make_task_family
 from optimizer3.trajectories import run_learned, tuning_score
@@ -56,21 +55,6 @@ class MetaTrainResult:
     history: list[dict[str, Any]]
     seconds: float
     skipped: int
-
-
-@dataclasses.dataclass
-class _State:
-    """Everything that a bit-identical continuation needs, besides the config."""
-
-    meta_params: MetaParams
-    meta_optimizer: torch.optim.Optimizer
-    generator: torch.Generator
-    trajectory: int
-    best_meta_params: MetaParams
-    best_validation: float
-    validations: list[dict[str, float]]
-    skipped: int = 0
-    consecutive_skips: int = 0
 
 
 def loss_weights(kind: str, horizon: int) -> torch.Tensor:
@@ -154,82 +138,21 @@ def validate(meta_params: MetaParams, config: MetaTrainConfig, task: Task) -> fl
     return tuning_score(losses[-1])
 
 
-def _clone(params: MetaParams) -> MetaParams:
-    return {k: v.detach().clone() for k, v in params.items()}
-
-
-def _fresh_state(config: MetaTrainConfig, validation_task: Task) -> _State:
+def _fresh_state(config: MetaTrainConfig, validation_task: Task) -> RunState:
     generator = torch.Generator().manual_seed(config.seed)
     meta_params = init_meta_params(config.optimizer, generator)
     for tensor in meta_params.values():
         tensor.requires_grad_()
     validation = validate(meta_params, config, validation_task)
-    return _State(
+    return RunState(
         meta_params=meta_params,
         meta_optimizer=torch.optim.Adam(meta_params.values(), lr=config.meta_lr),
         generator=generator,
         trajectory=0,
-        best_meta_params=_clone(meta_params),
+        best_meta_params=clone_params(meta_params),
         best_validation=validation,
         validations=[{"trajectory": 0, "validation_loss": validation}],
     )
-
-
-def _resumed_state(config: MetaTrainConfig, checkpoint: dict[str, Any]) -> _State:
-    meta_params = {k: v.clone().requires_grad_() for k, v in checkpoint["meta_params"].items()}
-    meta_optimizer = torch.optim.Adam(meta_params.values(), lr=config.meta_lr)
-    meta_optimizer.load_state_dict(checkpoint["meta_opt_state"])
-    generator = torch.Generator()
-    generator.set_state(checkpoint["rng"])
-    return _State(
-        meta_params=meta_params,
-        meta_optimizer=meta_optimizer,
-        generator=generator,
-        trajectory=checkpoint["trajectory"],
-        best_meta_params=_clone(checkpoint["best_meta_params"]),
-        best_validation=checkpoint["best_validation"],
-        validations=list(checkpoint["validations"]),
-        skipped=checkpoint["skipped"],
-        consecutive_skips=checkpoint["consecutive_skips"],
-    )
-
-
-def _save(config: MetaTrainConfig, state: _State, run_dir: pathlib.Path) -> None:
-    checkpoint = make_checkpoint(
-        config, state.meta_params, state.best_meta_params, state.meta_optimizer.state_dict(),
-        state.trajectory, state.best_validation, state.generator.get_state(),
-        state.validations, state.skipped, state.consecutive_skips,
-    )
-    atomic_save(checkpoint, run_dir / "checkpoint.pt")
-
-
-@contextlib.contextmanager
-def _stop_requests(enabled: bool) -> Iterator[list[int]]:
-    """Turn SIGINT and SIGTERM into a request that the loop honours between trajectories."""
-    requests: list[int] = []
-    if not enabled:
-        yield requests
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda number, frame: requests.append(number))
-    try:
-        yield requests
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _metrics_file(run_dir: pathlib.Path, trajectory: int):
-    """metrics.jsonl opened for appending, without records past `trajectory` (a resumed run
-    repeats the trajectories after its checkpoint, so their old records are dropped)."""
-    path = run_dir / "metrics.jsonl"
-    if trajectory == 0 or not path.exists():
-        return path.open("w")
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("trajectory", 0) <= trajectory]
-    path.write_text("".join(line + "\n" for line in kept))
-    return path.open("a")
 
 
 def meta_train(
@@ -252,36 +175,24 @@ def meta_train(
         config.validation_problems, torch.Generator().manual_seed(config.validation_seed)
     )
     weights = loss_weights(config.loss_weights, config.horizon)
-    state = _resumed_state(config, resume) if resume else _fresh_state(config, validation_task)
+    state = state_from_checkpoint(config, resume) if resume else _fresh_state(config, validation_task)
     history: list[dict[str, Any]] = list(state.validations[:1]) if not resume else []
-    metrics = _metrics_file(run_dir, state.trajectory) if run_dir else None
+    metrics = open_metrics(run_dir, state.trajectory) if run_dir else None
     bar = tqdm(range(state.trajectory, config.trajectories), desc="meta-train", disable=not progress,
                unit="traj", mininterval=1.0, initial=state.trajectory, total=config.trajectories)
     try:
-        with _stop_requests(run_dir is not None) as stop_requests:
-            for trajectory in bar:
-                record = _train_one(config, state, family, weights, trajectory)
-                if state.consecutive_skips >= config.max_skips:
-                    raise MetaTrainingDiverged(
-                        f"Meta-training diverged: {state.consecutive_skips} meta-updates in a row had a "
-                        f"non-finite loss or gradient (trajectory {trajectory + 1}); the last good "
-                        f"checkpoint is kept; lower --meta-lr or set --loss-clip"
-                    )
+        with stop_requests(run_dir is not None) as requests:
+            for _ in bar:
+                record = _advance(config, state, family, weights, validation_task)
                 done = state.trajectory
-                if done % config.validate_every == 0 or done == config.trajectories:
-                    record["validation_loss"] = validate(state.meta_params, config, validation_task)
-                    state.validations.append({"trajectory": done, "validation_loss": record["validation_loss"]})
-                    if record["validation_loss"] < state.best_validation:
-                        state.best_validation = record["validation_loss"]
-                        state.best_meta_params = _clone(state.meta_params)
                 record["seconds"] = time.perf_counter() - began
                 history.append(record)
                 if metrics:
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
-                stopping = bool(stop_requests)
+                stopping = bool(requests)
                 if run_dir and (done % config.checkpoint_every == 0 or done == config.trajectories or stopping):
-                    _save(config, state, run_dir)
+                    save_state(config, state, run_dir)
                 if stopping:
                     raise MetaTrainingInterrupted(
                         f"Interrupted after trajectory {done} of {config.trajectories}; checkpoint saved; "
@@ -296,26 +207,42 @@ def meta_train(
     return MetaTrainResult(
         best_meta_params=state.best_meta_params,
         best_validation=state.best_validation,
-        meta_params=_clone(state.meta_params),
+        meta_params=clone_params(state.meta_params),
         history=history,
         seconds=time.perf_counter() - began,
         skipped=state.skipped,
     )
 
 
-def _train_one(config: MetaTrainConfig, state: _State, family, weights: torch.Tensor, trajectory: int) -> dict:
-    """One trajectory on fresh problems; updates `state` in place and returns its record."""
+def _advance(
+    config: MetaTrainConfig, state: RunState, family, weights: torch.Tensor, validation_task: Task
+) -> dict[str, Any]:
+    """Train one trajectory on fresh problems, validating when due; update `state` in place.
+
+    Returns the trajectory's record; raises `MetaTrainingDiverged` after `max_skips` skipped
+    trajectories in a row (before anything of them is saved).
+    """
+    trajectory = state.trajectory
     lr = scheduled_lr(config, trajectory)
     for group in state.meta_optimizer.param_groups:
         group["lr"] = lr
     task = family.sample(config.problems, state.generator)
     record = {"trajectory": trajectory + 1, "lr": lr}
     record.update(train_trajectory(state.meta_params, state.meta_optimizer, config, task, state.generator, weights))
-    state.trajectory = trajectory + 1
-    if record["skipped"]:
-        state.skipped += 1
-        state.consecutive_skips += 1
-    else:
-        state.consecutive_skips = 0
+    state.trajectory = done = trajectory + 1
+    state.skipped += record["skipped"]
+    state.consecutive_skips = state.consecutive_skips + 1 if record["skipped"] else 0
     record["skipped_total"] = state.skipped
+    if state.consecutive_skips >= config.max_skips:
+        raise MetaTrainingDiverged(
+            f"Meta-training diverged: {state.consecutive_skips} meta-updates in a row had a "
+            f"non-finite loss or gradient (trajectory {done}); the last good checkpoint is kept; "
+            "lower --meta-lr or set --loss-clip"
+        )
+    if done % config.validate_every == 0 or done == config.trajectories:
+        record["validation_loss"] = validate(state.meta_params, config, validation_task)
+        state.validations.append({"trajectory": done, "validation_loss": record["validation_loss"]})
+        if record["validation_loss"] < state.best_validation:
+            state.best_validation = record["validation_loss"]
+            state.best_meta_params = clone_params(state.meta_params)
     return record

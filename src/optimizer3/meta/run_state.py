@@ -1,0 +1,97 @@
+"""The state of a meta-training run between trajectories, and how it is saved and resumed.
+
+Everything a bit-identical continuation needs besides the config lives in `RunState`; the
+checkpoint is that state as a plain dict (`meta/checkpoint.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import pathlib
+import signal
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+import torch
+
+from optimizer3.config import MetaTrainConfig
+from optimizer3.learned.lstm import MetaParams
+from optimizer3.meta.checkpoint import atomic_save, make_checkpoint
+
+
+@dataclasses.dataclass
+class RunState:
+    """Meta-parameters, meta-optimizer, generator and bookkeeping after `trajectory` trajectories."""
+
+    meta_params: MetaParams
+    meta_optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    trajectory: int
+    best_meta_params: MetaParams
+    best_validation: float
+    validations: list[dict[str, float]]
+    skipped: int = 0
+    consecutive_skips: int = 0
+
+
+def clone_params(params: MetaParams) -> MetaParams:
+    return {k: v.detach().clone() for k, v in params.items()}
+
+
+def state_from_checkpoint(config: MetaTrainConfig, checkpoint: dict[str, Any]) -> RunState:
+    meta_params = {k: v.clone().requires_grad_() for k, v in checkpoint["meta_params"].items()}
+    meta_optimizer = torch.optim.Adam(meta_params.values(), lr=config.meta_lr)
+    meta_optimizer.load_state_dict(checkpoint["meta_opt_state"])
+    generator = torch.Generator()
+    generator.set_state(checkpoint["rng"])
+    return RunState(
+        meta_params=meta_params,
+        meta_optimizer=meta_optimizer,
+        generator=generator,
+        trajectory=checkpoint["trajectory"],
+        best_meta_params=clone_params(checkpoint["best_meta_params"]),
+        best_validation=checkpoint["best_validation"],
+        validations=list(checkpoint["validations"]),
+        skipped=checkpoint["skipped"],
+        consecutive_skips=checkpoint["consecutive_skips"],
+    )
+
+
+def save_state(config: MetaTrainConfig, state: RunState, run_dir: pathlib.Path) -> None:
+    checkpoint = make_checkpoint(
+        config, state.meta_params, state.best_meta_params, state.meta_optimizer.state_dict(),
+        state.trajectory, state.best_validation, state.generator.get_state(),
+        state.validations, state.skipped, state.consecutive_skips,
+    )
+    atomic_save(checkpoint, run_dir / "checkpoint.pt")
+
+
+@contextlib.contextmanager
+def stop_requests(enabled: bool) -> Iterator[list[int]]:
+    """Turn SIGINT and SIGTERM into a request that the loop honours between trajectories."""
+    requests: list[int] = []
+    if not enabled:
+        yield requests
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda number, frame: requests.append(number))
+    try:
+        yield requests
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def open_metrics(run_dir: pathlib.Path, trajectory: int) -> TextIO:
+    """metrics.jsonl opened for appending, without records past `trajectory` (a resumed run
+    repeats the trajectories after its checkpoint, so their old records are dropped)."""
+    path = run_dir / "metrics.jsonl"
+    if trajectory == 0 or not path.exists():
+        return path.open("w")
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("trajectory", 0) <= trajectory]
+    path.write_text("".join(line + "\n" for line in kept))
+    return path.open("a")
