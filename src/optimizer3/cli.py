@@ -1,8 +1,7 @@
 """The `optimizer3` command: meta-train, evaluate, reproduce.
 
-Every field of the config dataclasses is a flag; its help text is the field's metadata. The
-paper's values are the defaults. Bad input ends with one line on stderr and exit status 2,
-before any file is written.
+Every field of the config dataclasses is a flag (see `flags`); the paper's values are the
+defaults. Bad input ends with one line on stderr and exit status 2, before any file is written.
 """
 
 from __future__ import annotations
@@ -13,70 +12,23 @@ import json
 import pathlib
 import shlex
 import sys
-import typing
 from typing import Any
 
 import torch
 
-from optimizer3.config import EvaluationConfig, MetaTrainConfig, from_dict, to_dict
+from optimizer3.config import EvaluationConfig, MetaTrainConfig, to_dict
 from optimizer3.errors import Optimizer3Error, RunDirectoryError, UsageError
 from optimizer3.evaluate import Comparison, compare
 from optimizer3.files import write_text_atomic
+from optimizer3.flags import (
+    Parser, add_config_arguments, config_from_args, given_config_flags, load_config_file,
+)
 from optimizer3.meta.checkpoint import load_checkpoint
 from optimizer3.meta.trainer import MetaTrainingInterrupted, meta_train
 from optimizer3.report import write_results
 from optimizer3.tasks import TaskConfig, make_task_family
 
 EXPERIMENTS = ("quadratic",)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line that names the problem, then exit status 2."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
-
-
-def _flag(field: dataclasses.Field) -> str:
-    return "--" + field.metadata.get("flag", field.name).replace("_", "-")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: Any) -> None:
-    """One flag per field of the (nested) dataclass `cls`; defaults shown from `defaults`."""
-    hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group(cls.__name__)
-    for field in dataclasses.fields(cls):
-        hint, default = hints[field.name], getattr(defaults, field.name)
-        if dataclasses.is_dataclass(hint):
-            add_config_arguments(parser, hint, default)
-            continue
-        kwargs: dict[str, Any] = {"dest": field.name, "default": None}
-        help_text = field.metadata.get("help", "").replace("%", "%%")
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(hint) is tuple:
-            element = field.metadata.get("type", str)
-            kwargs.update(nargs="+", type=element, metavar=element.__name__.upper())
-            default = " ".join(map(str, default))
-        else:
-            kwargs["type"] = hint
-            kwargs["metavar"] = hint.__name__.upper()
-            if "choices" in field.metadata:
-                kwargs.update(choices=field.metadata["choices"], metavar=None)
-        group.add_argument(_flag(field), help=f"{help_text} (default: {default})", **kwargs)
-
-
-def config_from_args(cls: type, args: argparse.Namespace, defaults: Any) -> Any:
-    """`defaults` with every field that was given on the command line replaced."""
-    hints = typing.get_type_hints(cls)
-    changes = {}
-    for field in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[field.name]):
-            changes[field.name] = config_from_args(hints[field.name], args, getattr(defaults, field.name))
-        elif getattr(args, field.name, None) is not None:
-            value = getattr(args, field.name)
-            changes[field.name] = tuple(value) if isinstance(value, list) else value
-    return dataclasses.replace(defaults, **changes)
 
 
 def prepare_run_dir(path: pathlib.Path, overwrite: bool) -> pathlib.Path:
@@ -133,39 +85,8 @@ def _evaluate(
     )
 
 
-def load_config_file(path: str | None) -> tuple[MetaTrainConfig, EvaluationConfig]:
-    """Settings from a JSON file shaped like a run's config.json; defaults where it is silent."""
-    if path is None:
-        return MetaTrainConfig(), EvaluationConfig()
-    try:
-        data = json.loads(pathlib.Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise UsageError(f"Cannot read config file {path}: {error}") from None
-    if not isinstance(data, dict) or set(data) - {"meta_train", "evaluation"}:
-        raise UsageError(
-            f"Config file {path} must be a JSON object with keys meta_train and/or evaluation, "
-            "like the config.json of a run"
-        )
-    try:
-        return (from_dict(MetaTrainConfig, data.get("meta_train", {})),
-                from_dict(EvaluationConfig, data.get("evaluation", {})))
-    except UsageError as error:
-        raise UsageError(f"Config file {path}: {error}") from None
-
-
-def _given_config_flags(args: argparse.Namespace, cls: type) -> list[str]:
-    hints = typing.get_type_hints(cls)
-    flags = []
-    for field in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[field.name]):
-            flags += _given_config_flags(args, hints[field.name])
-        elif getattr(args, field.name, None) is not None:
-            flags.append(_flag(field))
-    return flags
-
-
 def command_resume(args: argparse.Namespace) -> None:
-    given = _given_config_flags(args, MetaTrainConfig) + (["--config"] if args.config else [])
+    given = given_config_flags(args, MetaTrainConfig) + (["--config"] if args.config else [])
     if given:
         raise UsageError(f"--resume continues a run with its stored settings; drop {', '.join(given)}")
     run_dir = pathlib.Path(args.resume)
@@ -269,13 +190,13 @@ def _config_file(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="optimizer3",
         description="Learned optimizers: meta-train a coordinatewise LSTM optimizer and compare "
         "it with tuned SGD, NAG, RMSprop and Adam.",
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
 
     train = commands.add_parser("meta-train", help="meta-train a learned optimizer")
