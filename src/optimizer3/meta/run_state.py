@@ -37,12 +37,19 @@ class RunState:
 
 
 def clone_params(params: MetaParams) -> MetaParams:
+    """Detached copies: a snapshot that later meta-steps do not change."""
     return {k: v.detach().clone() for k, v in params.items()}
 
 
+def make_meta_optimizer(meta_params: MetaParams, config: MetaTrainConfig) -> torch.optim.Optimizer:
+    """The meta-optimizer: Adam over the LSTM's weights."""
+    return torch.optim.Adam(meta_params.values(), lr=config.meta_lr)
+
+
 def state_from_checkpoint(config: MetaTrainConfig, checkpoint: dict[str, Any]) -> RunState:
+    """The state a validated checkpoint (`load_checkpoint`) holds, ready to continue."""
     meta_params = {k: v.clone().requires_grad_() for k, v in checkpoint["meta_params"].items()}
-    meta_optimizer = torch.optim.Adam(meta_params.values(), lr=config.meta_lr)
+    meta_optimizer = make_meta_optimizer(meta_params, config)
     meta_optimizer.load_state_dict(checkpoint["meta_opt_state"])
     generator = torch.Generator()
     generator.set_state(checkpoint["rng"])
@@ -60,6 +67,7 @@ def state_from_checkpoint(config: MetaTrainConfig, checkpoint: dict[str, Any]) -
 
 
 def save_state(config: MetaTrainConfig, state: RunState, run_dir: pathlib.Path) -> None:
+    """Write `state` to run_dir/checkpoint.pt atomically."""
     checkpoint = make_checkpoint(
         config, state.meta_params, state.best_meta_params, state.meta_optimizer.state_dict(),
         state.trajectory, state.best_validation, state.generator.get_state(),

@@ -30,7 +30,8 @@ from optimizer3.config import MetaTrainConfig
 from optimizer3.errors import Optimizer3Error
 from optimizer3.learned.lstm import MetaParams, init_meta_params
 from optimizer3.meta.run_state import (
-    RunState, clone_params, open_metrics, save_state, state_from_checkpoint, stop_requests,
+    RunState, clone_params, make_meta_optimizer, open_metrics, save_state, state_from_checkpoint,
+    stop_requests,
 )
 from optimizer3.meta.unroll import Carry, start, unroll
 from optimizer3.tasks import Task, make_task_family
@@ -146,7 +147,7 @@ def _fresh_state(config: MetaTrainConfig, validation_task: Task) -> RunState:
     validation = validate(meta_params, config, validation_task)
     return RunState(
         meta_params=meta_params,
-        meta_optimizer=torch.optim.Adam(meta_params.values(), lr=config.meta_lr),
+        meta_optimizer=make_meta_optimizer(meta_params, config),
         generator=generator,
         trajectory=0,
         best_meta_params=clone_params(meta_params),
