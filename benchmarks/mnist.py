@@ -16,7 +16,7 @@ import torch
 
 from optimizer3.config import MetaTrainConfig
 from optimizer3.learned.lstm import LSTMOptimizerConfig
-from optimizer3.report import machine_description
+from optimizer3.provenance import machine as machine_description
 from optimizer3.tasks import TaskConfig, make_task_family
 from timing import best_trajectory_seconds
 

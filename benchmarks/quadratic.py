@@ -25,7 +25,7 @@ import torch
 
 from optimizer3.config import MetaTrainConfig
 from optimizer3.learned.lstm import init_meta_params
-from optimizer3.report import machine_description
+from optimizer3.provenance import machine as machine_description
 from optimizer3.tasks import TaskConfig, make_task_family
 from optimizer3.trajectories import run_baseline, run_learned
 from timing import best_trajectory_seconds, trajectory_runner

@@ -24,9 +24,13 @@ def reproduced(tmp_path_factory):
 
 
 def test_reproduce_writes_every_result(reproduced):
-    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "results.json", "results.md",
-                 "loss_curves.png"):
+    for name in ("config.json", "run.json", "metrics.jsonl", "checkpoint.pt", "results.json",
+                 "results.md", "loss_curves.png"):
         assert (reproduced / name).is_file(), name
+    run = json.loads((reproduced / "run.json").read_text())
+    assert run["command"].startswith("optimizer3 reproduce quadratic --run-dir ")
+    assert run["code_version"].startswith("0.1.0")
+    assert run["machine"]["cpu_count"] >= 1
     results = json.loads((reproduced / "results.json").read_text())
     assert set(results["summaries"]) == {"lstm", "sgd", "nag", "rmsprop", "adam"}
     assert set(results["learning_rates"]) == {"sgd", "nag", "rmsprop", "adam"}

@@ -88,3 +88,37 @@ def test_zero_output_init_starts_with_zero_updates_and_keeps_the_other_draws():
     assert all(torch.equal(params[k], uniform[k]) for k in params if not k.startswith("output."))
     with pytest.raises(UsageError, match="output_init"):
         LSTMOptimizerConfig(output_init="ones")
+
+
+def _textbook_lstm_step(params, grads, state, config):
+    """The LSTM equations as written in the literature, with tanh, one gate at a time."""
+    from optimizer3.learned.preprocess import preprocess
+
+    hidden = config.hidden_size
+    x = preprocess(grads, config.preprocessing, config.preprocess_p)
+    hs, cs = [], []
+    for layer in range(config.layers):
+        z = torch.cat((x, state.h[layer]), 1) @ params[f"lstm.{layer}.weight"] + params[f"lstm.{layer}.bias"]
+        i, f, o = (torch.sigmoid(z[:, k * hidden : (k + 1) * hidden]) for k in range(3))
+        g = torch.tanh(z[:, 3 * hidden :])
+        c = f * state.c[layer] + i * g
+        x = o * torch.tanh(c)
+        hs.append(x)
+        cs.append(c)
+    return (x @ params["output.weight"] + params["output.bias"]).squeeze(1) * config.output_scale, hs, cs
+
+
+@pytest.mark.parametrize("preprocessing", ["none", "log_sign"])
+def test_step_is_the_textbook_lstm(preprocessing):
+    config = LSTMOptimizerConfig(layers=2, hidden_size=7, preprocessing=preprocessing)
+    params = init_meta_params(config, torch.Generator().manual_seed(8), dtype=torch.float64)
+    rows = 11
+    state = init_state(config, rows, dtype=torch.float64)
+    # A non-zero state, so that the forget gate and the recurrent weights matter.
+    state = type(state)(tuple(torch.randn_like(h) for h in state.h), tuple(3 * torch.randn_like(c) for c in state.c))
+    grads = torch.randn(rows, dtype=torch.float64) * torch.logspace(-8, 1, rows, dtype=torch.float64)
+    updates, new_state = lstm_step(params, grads, state, config)
+    expected, hs, cs = _textbook_lstm_step(params, grads, state, config)
+    torch.testing.assert_close(updates, expected, rtol=1e-12, atol=1e-14)
+    for got, want in zip(new_state.h + new_state.c, tuple(hs) + tuple(cs)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)

@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import json
 import pathlib
-import shlex
 import sys
 from typing import Any
 
@@ -25,6 +24,7 @@ from optimizer3.flags import (
 )
 from optimizer3.meta.checkpoint import load_checkpoint
 from optimizer3.meta.trainer import MetaTrainingInterrupted, meta_train
+from optimizer3.provenance import command_line, provenance
 from optimizer3.report import write_results
 from optimizer3.tasks import TaskConfig, make_task_family
 
@@ -112,6 +112,7 @@ def command_meta_train(args: argparse.Namespace) -> None:
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
     print("config:", json.dumps({"meta_train": to_dict(config)}))
     _write_json(run_dir / "config.json", {"meta_train": to_dict(config)})
+    _write_json(run_dir / "run.json", provenance(args.argv))
     result = meta_train(config, run_dir, progress=not args.quiet, data_dir=args.data_dir)
     print(f"best validation loss {result.best_validation:.4g} after {result.seconds:.0f} s; "
           f"checkpoint: {run_dir / 'checkpoint.pt'}")
@@ -134,7 +135,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
                            args.data_dir)
     config = {"meta_train": to_dict(meta_config), "task": to_dict(task), "evaluation": to_dict(evaluation),
               "checkpoint": str(args.checkpoint)}
-    print(write_results(run_dir, comparison, config, f"{task.name}: learned vs tuned baselines", _command_line()))
+    print(write_results(run_dir, comparison, config, f"{task.name}: learned vs tuned baselines", command_line(args.argv)))
 
 
 def command_reproduce(args: argparse.Namespace) -> None:
@@ -152,20 +153,17 @@ def command_reproduce(args: argparse.Namespace) -> None:
     config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}
     print("config:", json.dumps(config))
     _write_json(run_dir / "config.json", config)
+    _write_json(run_dir / "run.json", provenance(args.argv))
     result = meta_train(meta, run_dir, progress=not args.quiet, data_dir=args.data_dir)
     print(f"meta-training: {result.seconds:.0f} s, best validation loss {result.best_validation:.4g}")
     learned = (result.best_meta_params, meta.optimizer)
     comparison = _evaluate(learned, meta.task, meta.horizon, meta.validation_seed, evaluation, args.data_dir)
     extra = {"meta_training_seconds": result.seconds}
     title = f"Random {meta.task.dim}-dimensional quadratics"
-    print(write_results(run_dir, comparison, config, title, _command_line(), extra))
+    print(write_results(run_dir, comparison, config, title, command_line(args.argv), extra))
     for name, value in comparison.ratios().items():
         print(f"{name.replace('_', ' ')}: {value:.3f}")
     print(f"results: {run_dir / 'results.md'}, plot: {run_dir / 'loss_curves.png'}")
-
-
-def _command_line() -> str:
-    return " ".join(["optimizer3", *map(shlex.quote, sys.argv[1:])])
 
 
 def _common(parser: argparse.ArgumentParser, run_dir_required: bool) -> None:
@@ -234,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"Invalid --threads: {args.threads}; use 1 or more")

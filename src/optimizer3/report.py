@@ -5,38 +5,13 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
 import pathlib
-import platform
 from typing import Any
-
-import torch
 
 from optimizer3.evaluate import Comparison
 from optimizer3.files import atomic_path, write_text_atomic
 from optimizer3.plotting import plot_loss_curves
-
-
-def machine_description() -> dict[str, Any]:
-    """Where a figure was measured: enough to tell two machines apart."""
-    return {
-        "platform": platform.platform(),
-        "processor": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from optimizer3.provenance import code_version, describe_machine, machine
 
 
 def _fmt(value: float) -> str:
@@ -92,12 +67,13 @@ def write_results(
     has_learned = "lstm" in comparison.summaries and len(comparison.summaries) > 1
     ratios = comparison.ratios() if has_learned else {}
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    machine = machine_description()
+    machine_info = machine()
     results = {
         "title": title,
         "command": command,
         "date": date,
-        "machine": machine,
+        "machine": machine_info,
+        "code_version": code_version(),
         "config": config,
         "steps": comparison.steps,
         "learning_rates": comparison.learning_rates,
@@ -122,8 +98,8 @@ def write_results(
         f"{table}\n\n"
         + (f"Learned optimizer relative to the best tuned baseline:\n{ratio_lines}\n" if ratio_lines else "")
         + f"![loss curves](loss_curves.png)\n\n"
-        f"Command: `{command}`  \nDate: {date}  \nMachine: {machine['processor']}, "
-        f"{machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, torch {machine['torch']}\n"
+        f"Command: `{command}`  \nDate: {date}  \nCode: {results['code_version']}  \n"
+        f"Machine: {describe_machine(machine_info)}\n"
     )
     write_text_atomic(run_dir / "results.md", markdown)
     return table
