@@ -169,3 +169,49 @@ def test_bad_evaluate_input_touches_nothing(tmp_path, capsys, reproduced, extra,
     _fails_cleanly(capsys, ["evaluate", "--checkpoint", str(reproduced / "checkpoint.pt"),
                             "--run-dir", str(out), "--overwrite", *extra], *needles)
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+
+
+def test_export_then_list_and_evaluate_the_exported_optimizer(tmp_path, reproduced, capsys, monkeypatch):
+    from optimizer3 import pretrained
+    from optimizer3.optim.learned import LearnedOptimizer
+
+    out = tmp_path / "pretrained"
+    assert main(["export", str(reproduced), "--name", "tiny", "--out", str(out),
+                 "--description", "a test optimizer"]) == 0
+    card = json.loads((out / "tiny.json").read_text())
+    assert card["sha256"] == pretrained.sha256(out / "tiny.pt")
+    assert card["meta_training"]["command"].startswith("optimizer3 reproduce quadratic")
+    assert card["meta_training"]["seconds"] > 0 and card["meta_training"]["seed"] == 0
+    assert set(card["evaluation"]["final_loss"]) == {"lstm", "sgd", "nag", "rmsprop", "adam"}
+    assert torch.load(out / "tiny.pt", weights_only=True)["kind"] == "optimizer3.learned_optimizer"
+    LearnedOptimizer.from_file(out / "tiny.pt", [torch.nn.Parameter(torch.zeros(3))])
+
+    # Nothing is overwritten without --overwrite.
+    before = (out / "tiny.pt").read_bytes()
+    assert main(["export", str(reproduced), "--name", "tiny", "--out", str(out), "--description", "x"]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "tiny.pt").read_bytes() == before
+
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", out)
+    capsys.readouterr()
+    assert main(["list-pretrained"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.startswith("tiny: a test optimizer") and "optimizer3 reproduce quadratic" in listing
+    run_dir = tmp_path / "eval"
+    assert main(["evaluate", "--pretrained", "tiny", "--run-dir", str(run_dir), "--quiet", "--threads", "1",
+                 *TINY_EVAL]) == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["config"]["learned_optimizer"] == "tiny"
+    assert main(["evaluate", "--pretrained", "nope", "--run-dir", str(tmp_path / "x")]) == 2
+    assert "No pretrained optimizer named 'nope'; available: tiny" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_refuses_an_evaluation_of_another_run(tmp_path, reproduced, capsys):
+    other = tmp_path / "other"
+    assert main(["meta-train", "--run-dir", str(other), *TINY, "--seed", "5"]) == 0
+    code = main(["export", str(other), "--name", "x", "--evaluation", str(reproduced),
+                 "--out", str(tmp_path / "out"), "--description", "x"])
+    assert code == 2
+    assert "is not an evaluation of the run" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,6 @@ defaults. Bad input ends with one line on stderr and exit status 2, before any f
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import sys
@@ -22,7 +21,8 @@ from optimizer3.files import write_text_atomic
 from optimizer3.flags import (
     Parser, add_config_arguments, config_from_args, given_config_flags, load_config_file,
 )
-from optimizer3.meta.checkpoint import load_checkpoint
+from optimizer3 import pretrained
+from optimizer3.meta.checkpoint import load_checkpoint, load_learned_optimizer
 from optimizer3.meta.trainer import MetaTrainingInterrupted, meta_train
 from optimizer3.provenance import command_line, provenance
 from optimizer3.report import write_results
@@ -119,23 +119,37 @@ def command_meta_train(args: argparse.Namespace) -> None:
 
 
 def command_evaluate(args: argparse.Namespace) -> None:
-    checkpoint = load_checkpoint(args.checkpoint)
-    meta_config: MetaTrainConfig = checkpoint["config"]
+    if args.pretrained:
+        source = pretrained.pretrained_path(args.pretrained)
+    else:
+        source = pathlib.Path(args.checkpoint)
+    meta_params, meta_config = load_learned_optimizer(source)
     evaluation = config_from_args(EvaluationConfig, args, EvaluationConfig())
-    task = dataclasses.replace(
-        meta_config.task,
-        **{k: v for k, v in (("name", args.name), ("dim", args.dim)) if v is not None},
-    )
+    task = config_from_args(TaskConfig, args, meta_config.task)
     _check_seeds(meta_config, evaluation)
     _check_task(task, args.data_dir)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
     print("config:", json.dumps({"task": to_dict(task), "evaluation": to_dict(evaluation)}))
-    learned = (checkpoint["best_meta_params"], meta_config.optimizer)
-    comparison = _evaluate(learned, task, meta_config.horizon, meta_config.validation_seed, evaluation,
-                           args.data_dir)
+    comparison = _evaluate((meta_params, meta_config.optimizer), task, meta_config.horizon,
+                           meta_config.validation_seed, evaluation, args.data_dir)
     config = {"meta_train": to_dict(meta_config), "task": to_dict(task), "evaluation": to_dict(evaluation),
-              "checkpoint": str(args.checkpoint)}
-    print(write_results(run_dir, comparison, config, f"{task.name}: learned vs tuned baselines", command_line(args.argv)))
+              "learned_optimizer": args.pretrained or str(source)}
+    title = f"{task.name}: learned vs tuned baselines"
+    print(write_results(run_dir, comparison, config, title, command_line(args.argv)))
+
+
+def command_list_pretrained(args: argparse.Namespace) -> None:
+    names = pretrained.available()
+    print("\n\n".join(pretrained.describe(pretrained.load_card(name)) for name in names) or "none")
+
+
+def command_export(args: argparse.Namespace) -> None:
+    run_dir = pathlib.Path(args.run_dir)
+    weights, card = pretrained.export_pretrained(
+        run_dir, args.name, pathlib.Path(args.evaluation or run_dir), pathlib.Path(args.out),
+        args.description, overwrite=args.overwrite,
+    )
+    print(f"wrote {weights} and {card}")
 
 
 def command_reproduce(args: argparse.Namespace) -> None:
@@ -206,16 +220,34 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=command_meta_train)
 
     evaluate = commands.add_parser(
-        "evaluate", help="compare a meta-trained optimizer with tuned baselines on test problems"
+        "evaluate", help="compare a learned optimizer with tuned baselines on test problems"
     )
-    evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt of a meta-train run")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint.pt of a meta-train run, or a learned-optimizer file")
+    source.add_argument("--pretrained", metavar="NAME", help="a pretrained optimizer shipped in the "
+                        "package (see list-pretrained)")
     _common(evaluate, run_dir_required=True)
-    evaluate.add_argument("--task", dest="name", choices=None, default=None,
-                          help="evaluate on this task family instead of the training one")
-    evaluate.add_argument("--dim", type=int, default=None,
-                          help="problem dimension, if not the training one (a generalization test)")
     add_config_arguments(evaluate, EvaluationConfig, EvaluationConfig())
+    add_config_arguments(evaluate, TaskConfig, TaskConfig())
     evaluate.set_defaults(handler=command_evaluate)
+    evaluate.epilog = ("Task flags left out keep the learned optimizer's training task; given, they "
+                       "test how it generalizes (a bigger --dim, another --hidden or --activation).")
+
+    listing = commands.add_parser("list-pretrained", help="the pretrained optimizers shipped in the package")
+    listing.set_defaults(handler=command_list_pretrained, threads=None)
+
+    export = commands.add_parser(
+        "export", help="write a meta-training run's best optimizer and its card (pretrained format)"
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a meta-train or reproduce run directory")
+    export.add_argument("--name", required=True, help="name of the pretrained optimizer")
+    export.add_argument("--evaluation", metavar="DIR", help="run directory of an evaluation of this "
+                        "run (default: RUN_DIR, as reproduce writes both)")
+    export.add_argument("--out", required=True, help="directory for NAME.pt and NAME.json "
+                        "(src/optimizer3/pretrained to ship it)")
+    export.add_argument("--description", required=True, help="one line saying what it is for")
+    export.add_argument("--overwrite", action="store_true", help="replace existing files")
+    export.set_defaults(handler=command_export, threads=None)
 
     reproduce = commands.add_parser(
         "reproduce", help="meta-train, tune, evaluate and report one of the paper's experiments"

@@ -7,13 +7,13 @@ The resolved configuration is printed at start and stored in every checkpoint an
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any
 
 from optimizer3.errors import UsageError
 from optimizer3.learned.lstm import LSTMOptimizerConfig
 from optimizer3.optim.baselines import check_baseline_names
-from optimizer3.optim.tuning import LearningRateGrid
 from optimizer3.tasks import TaskConfig
 
 LOSS_WEIGHTINGS = ("uniform", "linear", "final")
@@ -22,6 +22,35 @@ LR_SCHEDULES = ("cosine", "constant")
 
 def _field(default: Any, help: str, **metadata: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningRateGrid:
+    """A log-spaced grid of learning rates."""
+
+    lr_min: float = dataclasses.field(default=1e-4, metadata={"help": "smallest learning rate tried"})
+    lr_max: float = dataclasses.field(default=1.0, metadata={"help": "largest learning rate tried"})
+    per_decade: int = dataclasses.field(
+        default=4, metadata={"help": "grid points per factor of 10 (at least 3)"}
+    )
+    max_extensions: int = dataclasses.field(
+        default=4, metadata={"help": "decades the grid may grow by when the best is at an edge"}
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lr_min < self.lr_max:
+            raise UsageError(
+                f"Invalid learning-rate grid [{self.lr_min}, {self.lr_max}]; "
+                "use 0 < lr_min < lr_max"
+            )
+        if self.per_decade < 3:
+            raise UsageError(f"Invalid per_decade: {self.per_decade}; use 3 or more")
+
+    def exponents(self) -> list[float]:
+        """log10 of every grid point, from lr_min to lr_max inclusive."""
+        lo, hi = math.log10(self.lr_min), math.log10(self.lr_max)
+        count = round((hi - lo) * self.per_decade)
+        return [lo + i / self.per_decade for i in range(count + 1)]
 
 
 @dataclasses.dataclass(frozen=True)

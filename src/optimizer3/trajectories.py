@@ -1,19 +1,20 @@
 """Optimize a batch of problems with one optimizer and record the loss after every step.
 
-The baselines and the learned optimizer are run by the two functions here, in the same order
-of random draws, so that all of them see the same starting points and minibatches.
+The baselines and the learned optimizer are all `torch.optim` optimizers, run by one loop in the
+same order of random draws, so that all of them see the same starting points and minibatches.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
 from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
-from optimizer3.meta.unroll import start, unroll
 from optimizer3.optim.baselines import make_baseline
+from optimizer3.optim.learned import LearnedOptimizer
 from optimizer3.tasks.base import Task
 
 
@@ -24,16 +25,22 @@ class Run(NamedTuple):
     params: torch.Tensor
 
 
-def run_baseline(name: str, lr: float, task: Task, steps: int, seed: int) -> Run:
-    """Optimize every problem of `task` with a baseline; losses of shape [steps + 1, problems].
+def run_optimizer(
+    make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+    task: Task,
+    steps: int,
+    seed: int,
+) -> Run:
+    """Optimize every problem of `task` with a `torch.optim` optimizer; losses [steps + 1, problems].
 
-    Row t holds the losses after t updates. The problems are independent and the baselines
-    are coordinatewise, so one optimizer over the stacked parameters is one optimizer per
-    problem.
+    Row t of the losses holds the losses after t updates. Initial parameters and minibatches
+    are drawn from a generator seeded with `seed`, in the same order for every optimizer. The
+    problems are independent and every optimizer here is coordinatewise, so one optimizer over
+    the stacked parameters is one optimizer per problem.
     """
     generator = torch.Generator().manual_seed(seed)
     params = task.init(generator).requires_grad_()
-    optimizer = make_baseline(name, [params], lr)
+    optimizer = make_optimizer([params])
     history = []
     for t in range(steps + 1):
         losses = task.loss(params, task.sample_batch(generator))
@@ -46,19 +53,17 @@ def run_baseline(name: str, lr: float, task: Task, steps: int, seed: int) -> Run
     return Run(torch.stack(history), params.detach())
 
 
-@torch.no_grad()
+def run_baseline(name: str, lr: float, task: Task, steps: int, seed: int) -> Run:
+    """`run_optimizer` with the baseline `name` at learning rate `lr`."""
+    return run_optimizer(lambda params: make_baseline(name, params, lr), task, steps, seed)
+
+
 def run_learned(
     meta_params: MetaParams, config: LSTMOptimizerConfig, task: Task, steps: int, seed: int
 ) -> Run:
-    """Optimize every problem of `task` with the learned optimizer; losses [steps + 1, problems].
-
-    Uses the meta-trainer's own `unroll`, with the same generator order as `run_baseline`, so
-    both see the same initial parameters and minibatches.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    carry, initial = start(task, config, generator)
-    _, carry, losses = unroll(meta_params, config, task, carry, steps, generator)
-    return Run(torch.cat((initial.unsqueeze(0), losses)), carry.params)
+    """`run_optimizer` with the learned optimizer, applied through `LearnedOptimizer` exactly as
+    a user would apply it to their own model."""
+    return run_optimizer(lambda params: LearnedOptimizer(params, meta_params, config), task, steps, seed)
 
 
 def tuning_score(final_losses: torch.Tensor) -> float:

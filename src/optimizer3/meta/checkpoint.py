@@ -61,17 +61,10 @@ def make_checkpoint(
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a checkpoint; raise `CheckpointError` saying what is wrong."""
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint not found: {path}; pass the checkpoint.pt of a meta-train run")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or unsafe files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"Cannot read checkpoint {path}: not a plain-dict optimizer3 checkpoint ({reason})"
-        ) from None
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"Checkpoint {path} holds a {type(checkpoint).__name__}, not a dict")
+    return _validate_checkpoint(_read_plain_dict(path), path)
+
+
+def _validate_checkpoint(checkpoint: dict[str, Any], path: pathlib.Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"Checkpoint {path} lacks {', '.join(missing)}; is it an optimizer3 checkpoint?")
@@ -89,6 +82,25 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     checkpoint["config"] = config
     _check_fields(checkpoint, path)
     return checkpoint
+
+
+def _read_plain_dict(path: pathlib.Path) -> dict[str, Any]:
+    """`torch.load(weights_only=True)` of `path`, refusing anything but a plain dict."""
+    if not path.is_file():
+        raise CheckpointError(
+            f"Checkpoint not found: {path}; pass the checkpoint.pt of a meta-train run or a "
+            "learned-optimizer file"
+        )
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or unsafe files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"Cannot read checkpoint {path}: not a plain-dict optimizer3 checkpoint ({reason})"
+        ) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"Checkpoint {path} holds a {type(data).__name__}, not a dict")
+    return data
 
 
 def check_meta_params(meta_params: Any, config: LSTMOptimizerConfig, where: str) -> None:
@@ -123,3 +135,43 @@ def _check_fields(checkpoint: dict[str, Any], path: pathlib.Path) -> None:
         checkpoint.setdefault(key, kind())
         if not isinstance(checkpoint[key], kind):
             raise CheckpointError(f"Checkpoint {path} has a {type(checkpoint[key]).__name__} for {key}; expected {kind.__name__}")
+
+
+# A learned-optimizer file: just what applying the optimizer needs, plus what trained it. This
+# is the format of the pretrained optimizers shipped in the package (`optimizer3 export`).
+OPTIMIZER_FILE_KIND = "optimizer3.learned_optimizer"
+OPTIMIZER_FILE_VERSION = 1
+
+
+def make_optimizer_file(config: MetaTrainConfig, meta_params: MetaParams) -> dict[str, Any]:
+    """The plain dict of a learned-optimizer file: architecture, weights, training config."""
+    return {
+        "kind": OPTIMIZER_FILE_KIND,
+        "version": OPTIMIZER_FILE_VERSION,
+        "meta_train": to_dict(config),
+        "meta_params": {k: v.detach().clone().contiguous() for k, v in meta_params.items()},
+    }
+
+
+def load_learned_optimizer(path: str | os.PathLike[str]) -> tuple[MetaParams, MetaTrainConfig]:
+    """Meta-parameters and training config from a learned-optimizer file or a training checkpoint.
+
+    From a checkpoint, the best meta-parameters by validation loss are returned. Either file
+    is read with `torch.load(weights_only=True)`: nothing in it is ever unpickled as code.
+    """
+    path = pathlib.Path(path)
+    data = _read_plain_dict(path)
+    if data.get("kind") != OPTIMIZER_FILE_KIND:
+        checkpoint = _validate_checkpoint(data, path)
+        return checkpoint["best_meta_params"], checkpoint["config"]
+    if data.get("version") != OPTIMIZER_FILE_VERSION:
+        raise CheckpointError(
+            f"Learned-optimizer file {path} has format version {data.get('version')!r}; this "
+            f"optimizer3 reads version {OPTIMIZER_FILE_VERSION}"
+        )
+    try:
+        config = from_dict(MetaTrainConfig, data.get("meta_train"))
+    except UsageError as error:
+        raise CheckpointError(f"Learned-optimizer file {path} has an invalid config: {error}") from None
+    check_meta_params(data.get("meta_params"), config.optimizer, str(path))
+    return data["meta_params"], config

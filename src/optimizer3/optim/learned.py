@@ -1,0 +1,200 @@
+"""A meta-trained LSTM optimizer as a `torch.optim.Optimizer`, for any PyTorch model.
+
+The class only gathers tensors: the update rule is `learned.lstm.lstm_step`, the same function
+the meta-trainer differentiates through, applied to each parameter's coordinates in blocks of
+`CHUNK_ROWS` rows so that the LSTM's intermediate values stay in the CPU cache.
+
+    opt = LearnedOptimizer.from_pretrained("mnist", model.parameters())
+    loss.backward(); opt.step(); opt.zero_grad()
+
+Memory: every parameter coordinate carries the LSTM's hidden and cell state, 2 x layers x
+hidden floats (80 for the default 2 layers of 20 units: 320 bytes per float32 parameter, where
+Adam keeps 8).
+
+References: Andrychowicz et al. 2016, section 2.1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from optimizer3.config import from_dict, to_dict
+from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams, lstm_step
+from optimizer3.meta.checkpoint import check_meta_params, load_learned_optimizer
+
+CHUNK_ROWS = 2048
+
+
+def state_dtype(param: torch.Tensor) -> torch.dtype:
+    """float64 parameters keep float64 state; every other float type keeps float32."""
+    return torch.float64 if param.dtype == torch.float64 else torch.float32
+
+
+class LearnedOptimizer(torch.optim.Optimizer):
+    """The coordinatewise LSTM optimizer of Andrychowicz et al. (2016) for any parameters.
+
+    Args:
+      params: parameters or parameter groups, as for any `torch.optim` optimizer.
+      meta_params: the LSTM's weights (from meta-training; see `from_pretrained`).
+      config: the LSTM's architecture that `meta_params` were trained with.
+      lr: multiplies the learned update. 1 (the default) applies exactly the update the LSTM
+        was meta-trained to make; a learning-rate scheduler scales it as it would scale SGD's
+        step, which takes the optimizer outside what it was meta-trained on.
+      maximize: maximize the objective instead of minimizing it.
+
+    State per parameter (in `self.state[p]`, created at its first step): `h` and `c`, the
+    LSTM's hidden and cell state of shape [layers, numel, hidden], and `step`. The state is
+    float32 for float32, bfloat16 and float16 parameters, float64 for float64 ones.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        meta_params: MetaParams,
+        config: LSTMOptimizerConfig,
+        lr: float = 1.0,
+        maximize: bool = False,
+    ) -> None:
+        if not (isinstance(lr, (int, float)) and lr >= 0.0):
+            raise ValueError(f"Invalid learning rate: {lr}")
+        check_meta_params(meta_params, config, "LearnedOptimizer(meta_params=...)")
+        self.config = config
+        self.meta_params = {k: v.detach().clone() for k, v in meta_params.items()}
+        self._meta_cache: dict[tuple[torch.device, torch.dtype], MetaParams] = {}
+        super().__init__(params, {"lr": lr, "maximize": maximize})
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], params, **kwargs: Any) -> "LearnedOptimizer":
+        """From a learned-optimizer file or a meta-training checkpoint (its best meta-parameters)."""
+        meta_params, meta_config = load_learned_optimizer(path)
+        return cls(params, meta_params, meta_config.optimizer, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name: str, params, **kwargs: Any) -> "LearnedOptimizer":
+        """From one of the pretrained optimizers shipped in the package (`list-pretrained`)."""
+        from optimizer3.pretrained import pretrained_path
+
+        return cls.from_file(pretrained_path(name), params, **kwargs)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        params = param_group["params"]
+        for param in [params] if isinstance(params, torch.Tensor) else list(params):
+            if not param.is_floating_point():
+                raise ValueError(
+                    f"LearnedOptimizer updates real floating-point parameters; got a {param.dtype} "
+                    f"parameter of shape {tuple(param.shape)}"
+                )
+        super().add_param_group(param_group)
+
+    def _meta_params_for(self, device: torch.device, dtype: torch.dtype) -> MetaParams:
+        key = (device, dtype)
+        if key not in self._meta_cache:
+            self._meta_cache[key] = {k: v.to(device=device, dtype=dtype) for k, v in self.meta_params.items()}
+        return self._meta_cache[key]
+
+    def _init_state(self, param: torch.Tensor) -> dict[str, Any]:
+        shape = (self.config.layers, param.numel(), self.config.hidden_size)
+        zeros = lambda: torch.zeros(shape, dtype=state_dtype(param), device=param.device)  # noqa: E731
+        return {"step": 0, "h": zeros(), "c": zeros()}
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient; return the closure's loss, if any."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    raise RuntimeError(
+                        "LearnedOptimizer does not support sparse gradients; use dense gradients "
+                        "(for nn.Embedding, sparse=False)"
+                    )
+                state = self.state[param]
+                if not state:
+                    state.update(self._init_state(param))
+                grads = param.grad.reshape(-1).to(state["h"].dtype)
+                updates = self._updates(-grads if group["maximize"] else grads, state)
+                param.add_(updates.view(param.shape), alpha=group["lr"])
+                state["step"] += 1
+        return loss
+
+    def _updates(self, grads: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
+        """The learned update of every coordinate, advancing its state in place, block by block."""
+        meta_params = self._meta_params_for(grads.device, grads.dtype)
+        h, c = state["h"], state["c"]
+        updates = torch.empty_like(grads)
+        layers = range(self.config.layers)
+        for begin in range(0, grads.numel(), CHUNK_ROWS):
+            rows = slice(begin, begin + CHUNK_ROWS)
+            block = LSTMState(tuple(h[k, rows] for k in layers), tuple(c[k, rows] for k in layers))
+            updates[rows], new = lstm_step(meta_params, grads[rows], block, self.config)
+            for k in layers:
+                h[k, rows] = new.h[k]
+                c[k, rows] = new.c[k]
+        return updates
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch.optim's state dict plus the learned optimizer itself (architecture, weights)."""
+        state = super().state_dict()
+        state["learned"] = {
+            "optimizer": to_dict(self.config),
+            "meta_params": {k: v.clone() for k, v in self.meta_params.items()},
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore parameter groups, per-parameter LSTM state and the meta-parameters.
+
+        The state dict must come from a LearnedOptimizer of the same architecture over
+        parameters of the same shapes; anything else is refused before the optimizer changes.
+        """
+        learned = state_dict.get("learned") if isinstance(state_dict, dict) else None
+        if not isinstance(learned, dict):
+            raise ValueError("Not a LearnedOptimizer state dict: it has no 'learned' entry")
+        config = from_dict(LSTMOptimizerConfig, learned.get("optimizer"))
+        if config != self.config:
+            raise ValueError(
+                f"The state dict is for a learned optimizer of architecture {config}; this one is "
+                f"{self.config}"
+            )
+        check_meta_params(learned.get("meta_params"), config, "the state dict")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups) or any(
+            len(saved["params"]) != len(group["params"])
+            for saved, group in zip(saved_groups, self.param_groups)
+        ):
+            raise ValueError("The state dict's parameter groups do not match this optimizer's in number or size")
+        by_id = {
+            saved_id: param
+            for saved, group in zip(saved_groups, self.param_groups)
+            for saved_id, param in zip(saved["params"], group["params"])
+        }
+        restored = {}
+        for saved_id, saved_state in state_dict["state"].items():
+            param = by_id[saved_id]
+            expected = (config.layers, param.numel(), config.hidden_size)
+            for key in ("h", "c"):
+                got = tuple(saved_state[key].shape)
+                if got != expected:
+                    raise ValueError(
+                        f"The state dict's LSTM state {key} for parameter {saved_id} has shape {got}; "
+                        f"a parameter of shape {tuple(param.shape)} needs {expected}"
+                    )
+            restored[param] = {
+                "step": int(saved_state["step"]),
+                **{key: saved_state[key].to(device=param.device, dtype=state_dtype(param), copy=True)
+                   for key in ("h", "c")},
+            }
+        super().load_state_dict({"state": {}, "param_groups": saved_groups})
+        self.meta_params = {k: v.detach().clone() for k, v in learned["meta_params"].items()}
+        self._meta_cache.clear()
+        for param, saved_state in restored.items():
+            self.state[param] = saved_state

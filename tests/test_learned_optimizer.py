@@ -1,0 +1,289 @@
+"""`LearnedOptimizer`: the torch.optim contract, and the same trajectories as the meta-trainer."""
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+
+from optimizer3.errors import CheckpointError, UsageError
+from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params, init_state, lstm_step
+from optimizer3.meta.checkpoint import make_checkpoint, make_optimizer_file
+from optimizer3.meta.unroll import start, unroll
+from optimizer3.config import MetaTrainConfig
+from optimizer3.optim import learned as learned_module
+from optimizer3.optim.learned import LearnedOptimizer
+from optimizer3.tasks.mlp import MLPFamily
+from optimizer3.tasks.quadratic import QuadraticFamily
+from optimizer3.trajectories import run_learned
+from test_mlp import _fake_mnist
+
+CONFIG = LSTMOptimizerConfig(preprocessing="log_sign")
+
+
+def _meta(config=CONFIG, seed=0, dtype=torch.float32):
+    return init_meta_params(config, torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _model(seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).to(dtype)
+
+
+def _train(model, optimizer, steps, first=0):
+    """Train on minibatches first .. first + steps - 1 of a fixed sequence; return the losses."""
+    g = torch.Generator().manual_seed(0)
+    inputs, targets = torch.randn(20, 8, 5, generator=g), torch.randn(20, 8, 1, generator=g)
+    device = next(model.parameters()).device
+    losses = []
+    for t in range(first, first + steps):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(inputs[t].to(device)), targets[t].to(device))
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("family,dtype,tolerance", [
+    (QuadraticFamily(dim=6), torch.float64, {}),
+    (MLPFamily(_fake_mnist(), hidden=(7,), activation="sigmoid", batch_size=16, heldout=100), torch.float32,
+     {"rtol": 1e-4, "atol": 1e-5}),
+])
+def test_same_trajectory_as_the_meta_trainers_unroll(family, dtype, tolerance):
+    task = family.sample(3, torch.Generator().manual_seed(1))
+    meta = _meta(dtype=dtype)
+    if dtype == torch.float64:
+        task = family.sample(3, torch.Generator().manual_seed(1), dtype=dtype)
+    generator = torch.Generator().manual_seed(5)
+    carry, initial = start(task, CONFIG, generator)
+    with torch.no_grad():
+        _, carry, losses = unroll(meta, CONFIG, task, carry, 30, generator)
+    through_optimizer = run_learned(meta, CONFIG, task, 30, seed=5)
+    torch.testing.assert_close(through_optimizer.losses, torch.cat((initial[None], losses)), **tolerance)
+    torch.testing.assert_close(through_optimizer.params, carry.params, **tolerance)
+    assert not torch.equal(losses[-1], initial)  # the optimizer moved
+
+
+def test_blocks_of_rows_give_the_same_update_as_one_call(monkeypatch):
+    monkeypatch.setattr(learned_module, "CHUNK_ROWS", 7)  # 50 rows: 7 full blocks and a part
+    meta = _meta(dtype=torch.float64)
+    param = torch.zeros(5, 10, dtype=torch.float64, requires_grad=True)
+    optimizer = LearnedOptimizer([param], meta, CONFIG)
+    state = init_state(CONFIG, 50, dtype=torch.float64)
+    expected = torch.zeros(50, dtype=torch.float64)
+    for step in range(3):
+        grads = torch.randn(5, 10, dtype=torch.float64)
+        param.grad = grads.clone()
+        optimizer.step()
+        updates, state = lstm_step(meta, grads.reshape(-1), state, CONFIG)
+        expected += updates
+        torch.testing.assert_close(param.detach().reshape(-1), expected, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(optimizer.state[param]["h"][1], state.h[1], rtol=1e-12, atol=1e-15)
+    assert optimizer.state[param]["step"] == 3
+
+
+def test_closure_loss_is_returned_and_evaluated_with_grad():
+    model = _model()
+    optimizer = LearnedOptimizer(model.parameters(), _meta(), CONFIG)
+    x = torch.randn(4, 5)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        return loss
+
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = optimizer.step(closure)
+    assert isinstance(loss, torch.Tensor) and loss.requires_grad
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert optimizer.step() is None
+
+
+def test_parameters_without_gradient_are_skipped_and_get_no_state():
+    used, unused = torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(3))
+    optimizer = LearnedOptimizer([used, unused], _meta(), CONFIG)
+    before = unused.detach().clone()
+    used.grad = torch.ones(3)
+    optimizer.step()
+    assert torch.equal(unused, before)
+    assert unused not in optimizer.state and optimizer.state[used]["step"] == 1
+
+
+def test_state_is_created_lazily_with_the_documented_shapes():
+    weight = torch.nn.Parameter(torch.randn(4, 6))
+    optimizer = LearnedOptimizer([weight], _meta(), CONFIG)
+    assert len(optimizer.state) == 0
+    weight.grad = torch.randn(4, 6)
+    optimizer.step()
+    state = optimizer.state[weight]
+    assert state["h"].shape == state["c"].shape == (CONFIG.layers, 24, CONFIG.hidden_size)
+
+
+def test_parameter_groups_with_their_own_lr_and_a_scheduler():
+    meta = _meta(seed=3)
+    a, b, c = (torch.nn.Parameter(torch.zeros(4)) for _ in range(3))
+    optimizer = LearnedOptimizer([{"params": [a]}, {"params": [b], "lr": 2.0}], meta, CONFIG)
+    optimizer.add_param_group({"params": [c], "lr": 0.0})
+    assert [g["lr"] for g in optimizer.param_groups] == [1.0, 2.0, 0.0]
+    grads = torch.tensor([1e-3, -2e-2, 0.5, -4.0])
+    for p in (a, b, c):
+        p.grad = grads.clone()
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    optimizer.step()
+    expected, _ = lstm_step(meta, grads, init_state(CONFIG, 4), CONFIG)
+    torch.testing.assert_close(a.detach(), expected)
+    torch.testing.assert_close(b.detach(), 2 * expected)
+    assert torch.equal(c.detach(), torch.zeros(4))
+    scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == [0.5, 1.0, 0.0]
+
+
+def test_maximize_follows_the_negated_gradient():
+    meta = _meta(seed=4)
+    up, down = torch.nn.Parameter(torch.zeros(5)), torch.nn.Parameter(torch.zeros(5))
+    grads = torch.randn(5)
+    up.grad, down.grad = grads.clone(), -grads
+    LearnedOptimizer([up], meta, CONFIG, maximize=True).step()
+    LearnedOptimizer([down], meta, CONFIG).step()
+    torch.testing.assert_close(up.detach(), down.detach())
+
+
+def test_state_dict_round_trip_resumes_exactly():
+    meta = _meta(seed=1)
+    model = _model()
+    optimizer = LearnedOptimizer(model.parameters(), meta, CONFIG)
+    uninterrupted = _train(model, optimizer, 10)
+
+    model = _model()
+    optimizer = LearnedOptimizer(model.parameters(), meta, CONFIG)
+    first = _train(model, optimizer, 10)[:5]
+    model = _model()
+    optimizer = LearnedOptimizer(model.parameters(), meta, CONFIG)
+    _train(model, optimizer, 5)
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+
+    resumed_model = _model(seed=99)
+    resumed_model.load_state_dict(saved["model"])
+    other_meta = _meta(seed=2)  # the state dict carries the meta-parameters too
+    resumed = LearnedOptimizer(resumed_model.parameters(), other_meta, CONFIG)
+    resumed.load_state_dict(saved["optimizer"])
+    rest = _train(resumed_model, resumed, 5, first=5)
+    assert first + rest == uninterrupted
+
+
+def test_load_state_dict_refuses_what_does_not_fit():
+    model = _model()
+    optimizer = LearnedOptimizer(model.parameters(), _meta(), CONFIG)
+    _train(model, optimizer, 1)
+    state = optimizer.state_dict()
+
+    wider = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.Tanh(), torch.nn.Linear(6, 1))
+    with pytest.raises(ValueError, match="has shape"):
+        LearnedOptimizer(wider.parameters(), _meta(), CONFIG).load_state_dict(state)
+    other = LSTMOptimizerConfig(preprocessing="log_sign", hidden_size=8)
+    with pytest.raises(ValueError, match="architecture"):
+        LearnedOptimizer(_model().parameters(), _meta(other), other).load_state_dict(state)
+    adam = torch.optim.Adam(_model().parameters())
+    with pytest.raises(ValueError, match="no 'learned' entry"):
+        LearnedOptimizer(_model().parameters(), _meta(), CONFIG).load_state_dict(adam.state_dict())
+    fewer = LearnedOptimizer(list(_model().parameters())[:2], _meta(), CONFIG)
+    with pytest.raises(ValueError, match="parameter groups"):
+        fewer.load_state_dict(state)
+
+    # A refused load leaves the optimizer as it was.
+    trained_wider = LearnedOptimizer(wider.parameters(), _meta(seed=9), CONFIG)
+    _train(wider, trained_wider, 2)
+    before = copy.deepcopy(trained_wider.state_dict())
+    with pytest.raises(ValueError, match="has shape"):
+        trained_wider.load_state_dict(state)
+    after = trained_wider.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    for key in before["state"]:
+        assert all(torch.equal(before["state"][key][k], after["state"][key][k]) for k in ("h", "c"))
+    assert all(torch.equal(before["learned"]["meta_params"][k], after["learned"]["meta_params"][k])
+               for k in before["learned"]["meta_params"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_dtypes_keep_float32_state_below_float64(dtype):
+    meta = _meta(seed=5)
+    reference = torch.nn.Parameter(torch.zeros(6))
+    param = torch.nn.Parameter(torch.zeros(6, dtype=dtype))
+    grads = torch.tensor([1e-4, -1e-3, 1e-2, -0.1, 1.0, -3.0])
+    reference.grad, param.grad = grads.clone(), grads.to(dtype)
+    LearnedOptimizer([reference], meta, CONFIG).step()
+    optimizer = LearnedOptimizer([param], meta, CONFIG)
+    optimizer.step()
+    expected_state = torch.float64 if dtype == torch.float64 else torch.float32
+    assert optimizer.state[param]["h"].dtype == expected_state
+    assert param.dtype == dtype
+    tolerance = {"rtol": 1e-2, "atol": 1e-3} if dtype != torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(param.detach().float(), reference.detach(), **tolerance)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    meta = _meta(seed=6)
+    cpu_model, gpu_model = _model(), _model().cuda()
+    cpu_losses = _train(cpu_model, LearnedOptimizer(cpu_model.parameters(), meta, CONFIG), 5)
+    gpu_optimizer = LearnedOptimizer(gpu_model.parameters(), meta, CONFIG)
+    gpu_losses = _train(gpu_model, gpu_optimizer, 5)
+    assert gpu_optimizer.state[next(gpu_model.parameters())]["h"].is_cuda
+    torch.testing.assert_close(torch.tensor(gpu_losses), torch.tensor(cpu_losses), rtol=1e-4, atol=1e-5)
+
+
+def test_bad_construction_is_refused():
+    with pytest.raises(ValueError, match="Invalid learning rate: -1"):
+        LearnedOptimizer([torch.nn.Parameter(torch.zeros(2))], _meta(), CONFIG, lr=-1.0)
+    with pytest.raises(ValueError, match="torch.int64"):
+        LearnedOptimizer([torch.zeros(2, dtype=torch.long)], _meta(), CONFIG)
+    other = LSTMOptimizerConfig(preprocessing="log_sign", layers=1)
+    with pytest.raises(CheckpointError, match="another architecture|do not match"):
+        LearnedOptimizer([torch.nn.Parameter(torch.zeros(2))], _meta(), other)
+
+
+def test_sparse_gradients_are_refused():
+    embedding = torch.nn.Embedding(10, 3, sparse=True)
+    optimizer = LearnedOptimizer(embedding.parameters(), _meta(), CONFIG)
+    embedding(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        optimizer.step()
+
+
+def test_from_file_reads_optimizer_files_and_checkpoints_and_refuses_pickles(tmp_path):
+    meta = _meta(seed=7)
+    path = tmp_path / "opt.pt"
+    torch.save(make_optimizer_file(MetaTrainConfig(optimizer=CONFIG), meta), path)
+    param = torch.nn.Parameter(torch.zeros(3))
+    optimizer = LearnedOptimizer.from_file(path, [param])
+    assert optimizer.config == CONFIG
+    assert all(torch.equal(optimizer.meta_params[k], meta[k]) for k in meta)
+    best, last = _meta(seed=8), _meta(seed=9)
+    checkpoint = make_checkpoint(MetaTrainConfig(optimizer=CONFIG), last, best, {}, 3, 0.5, torch.zeros(4))
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    from_checkpoint = LearnedOptimizer.from_file(tmp_path / "checkpoint.pt", [param])
+    assert all(torch.equal(from_checkpoint.meta_params[k], best[k]) for k in best)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"kind": Evil()}, protocol=2))
+    with pytest.raises(CheckpointError, match="not a plain-dict"):
+        LearnedOptimizer.from_file(evil, [param])
+    bad_version = make_optimizer_file(MetaTrainConfig(optimizer=CONFIG), meta) | {"version": 99}
+    torch.save(bad_version, tmp_path / "v99.pt")
+    with pytest.raises(CheckpointError, match="format version 99"):
+        LearnedOptimizer.from_file(tmp_path / "v99.pt", [param])
+
+
+def test_unknown_pretrained_name_lists_the_available_ones():
+    with pytest.raises(UsageError, match="No pretrained optimizer named 'nope'; available: "):
+        LearnedOptimizer.from_pretrained("nope", [torch.nn.Parameter(torch.zeros(2))])
