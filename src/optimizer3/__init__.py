@@ -13,6 +13,7 @@ from optimizer3.learned.lstm import init_state
 from optimizer3.learned.lstm import lstm_step
 from optimizer3.meta.checkpoint import load_checkpoint
 from optimizer3.meta.trainer import meta_train
+from optimizer3.optim.learned import LearnedOptimizer
 from optimizer3.tasks import TASK_NAMES
 from optimizer3.tasks import TaskConfig
 from optimizer3.tasks.quadratic import QuadraticFamily
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EvaluationConfig",
     "LSTMOptimizerConfig",
+    "LearnedOptimizer",
     "LSTMState",
     "MetaTrainConfig",
     "QuadraticFamily",

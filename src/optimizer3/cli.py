@@ -17,6 +17,7 @@ import torch
 from optimizer3.config import EvaluationConfig, MetaTrainConfig, to_dict
 from optimizer3.errors import Optimizer3Error, RunDirectoryError, UsageError
 from optimizer3.evaluate import Comparison, compare
+from optimizer3.experiments import MNIST_EVALUATION, run_mnist_experiments
 from optimizer3.files import write_text_atomic
 from optimizer3.flags import (
     Parser, add_config_arguments, config_from_args, given_config_flags, load_config_file,
@@ -28,7 +29,7 @@ from optimizer3.provenance import command_line, provenance
 from optimizer3.report import write_results
 from optimizer3.tasks import TaskConfig, make_task_family
 
-EXPERIMENTS = ("quadratic",)
+EXPERIMENTS = ("quadratic", "mnist")
 
 
 def prepare_run_dir(path: pathlib.Path, overwrite: bool) -> pathlib.Path:
@@ -138,6 +139,39 @@ def command_evaluate(args: argparse.Namespace) -> None:
     print(write_results(run_dir, comparison, config, title, command_line(args.argv)))
 
 
+def command_reproduce_mnist(args: argparse.Namespace) -> None:
+    name = args.pretrained or "mnist"
+    shipped_params, shipped = load_learned_optimizer(pretrained.pretrained_path(name))
+    if args.config:
+        meta_preset, evaluation_preset = load_config_file(args.config)
+    else:
+        meta_preset, evaluation_preset = shipped, MNIST_EVALUATION
+    given = given_config_flags(args, MetaTrainConfig)
+    if given and not args.meta_train:
+        raise UsageError(f"{', '.join(given)} change meta-training: add --meta-train to meta-train a fresh "
+                         f"optimizer, or drop them to use the shipped one ({name})")
+    meta = config_from_args(MetaTrainConfig, args, meta_preset)
+    evaluation = config_from_args(EvaluationConfig, args, evaluation_preset)
+    if meta.task.name != "mnist":
+        raise UsageError(f"reproduce mnist runs the mnist task, not --task {meta.task.name}")
+    _check_seeds(meta, evaluation)
+    _check_task(meta.task, args.data_dir)
+    run_dir = prepare_run_dir(pathlib.Path(args.run_dir or "runs/mnist-experiments"), args.overwrite)
+    config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}
+    print("config:", json.dumps(config))
+    _write_json(run_dir / "config.json", config)
+    _write_json(run_dir / "run.json", provenance(args.argv))
+    if args.meta_train:
+        result = meta_train(meta, run_dir, progress=not args.quiet, data_dir=args.data_dir)
+        print(f"meta-training: {result.seconds:.0f} s, best validation loss {result.best_validation:.4g}")
+        learned, source = (result.best_meta_params, meta.optimizer), f"meta-trained in this run ({run_dir})"
+    else:
+        learned, source = (shipped_params, shipped.optimizer), f"pretrained '{name}' shipped in the package"
+    table = run_mnist_experiments(learned, meta, evaluation, run_dir, args.data_dir, command_line(args.argv), source)
+    print(table)
+    print(f"report: {run_dir / 'results.md'}, figure: {run_dir / 'experiments.png'}")
+
+
 def command_list_pretrained(args: argparse.Namespace) -> None:
     names = pretrained.available()
     print("\n\n".join(pretrained.describe(pretrained.load_card(name)) for name in names) or "none")
@@ -153,6 +187,11 @@ def command_export(args: argparse.Namespace) -> None:
 
 
 def command_reproduce(args: argparse.Namespace) -> None:
+    if args.experiment == "mnist":
+        return command_reproduce_mnist(args)
+    if args.pretrained or args.meta_train:
+        raise UsageError("reproduce quadratic always meta-trains (in about two minutes); drop "
+                         "--pretrained and --meta-train")
     meta_preset, evaluation_preset = load_config_file(args.config)
     meta = config_from_args(MetaTrainConfig, args, meta_preset)
     evaluation = config_from_args(EvaluationConfig, args, evaluation_preset)
@@ -252,7 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce = commands.add_parser(
         "reproduce", help="meta-train, tune, evaluate and report one of the paper's experiments"
     )
-    reproduce.add_argument("experiment", choices=EXPERIMENTS, help="which experiment")
+    reproduce.add_argument("experiment", choices=EXPERIMENTS, help="which experiment: quadratic "
+                           "(meta-train and evaluate) or mnist (the five MNIST experiments)")
+    reproduce.add_argument("--pretrained", metavar="NAME", help="mnist: the shipped learned optimizer "
+                           "to evaluate (default: mnist)")
+    reproduce.add_argument("--meta-train", action="store_true", help="mnist: meta-train a fresh "
+                           "optimizer first, with the shipped one's recipe unless flags change it")
     _common(reproduce, run_dir_required=False)
     _config_file(reproduce)
     add_config_arguments(reproduce, MetaTrainConfig, MetaTrainConfig())

@@ -23,6 +23,30 @@ def plot_loss_curves(
       title: the figure's title.
     """
     figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    _draw_curves(axes, curves, title)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_panels(panels: dict[str, dict[str, dict[str, list[float]]]], path: pathlib.Path) -> None:
+    """One `plot_loss_curves` panel per experiment (title -> curves), side by side, one legend."""
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows), dpi=110, squeeze=False)
+    for axes, (title, curves) in zip(grid.flat, panels.items()):
+        _draw_curves(axes, curves, title)
+    for axes in list(grid.flat)[len(panels):]:
+        axes.axis("off")
+    handles, labels = grid.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower right" if len(panels) % columns else "upper right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _draw_curves(axes, curves: dict[str, dict[str, list[float]]], title: str) -> None:
     for name, curve in curves.items():
         steps = range(len(curve["mean"]))
         learned = name == LEARNED_NAME
@@ -41,7 +65,3 @@ def plot_loss_curves(
     axes.set_ylabel("mean loss (95% bootstrap band)")
     axes.set_title(title)
     axes.grid(True, which="major", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)

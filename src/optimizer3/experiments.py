@@ -1,0 +1,142 @@
+"""The paper's MNIST experiments (Andrychowicz et al. 2016, section 3.2 and Figure 4).
+
+One learned optimizer, meta-trained on the base network for `horizon` steps, against SGD, NAG,
+RMSprop and Adam tuned per experiment by the shared protocol, on:
+(a) the base network; (b) twice as many steps; (c) 40 hidden units; (d) two hidden layers;
+(e) ReLU instead of sigmoid. Every experiment uses fresh held-out optimizee runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+from optimizer3.config import EvaluationConfig, LearningRateGrid, MetaTrainConfig, to_dict
+from optimizer3.evaluate import Comparison, compare
+from optimizer3.files import atomic_path, write_text_atomic
+from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
+from optimizer3.plotting import plot_panels
+from optimizer3.provenance import code_version, describe_machine, machine
+from optimizer3.report import write_results
+from optimizer3.tasks import TaskConfig, make_task_family
+
+# Evaluation settings of `reproduce mnist`: 100 test runs per experiment (the issue's minimum),
+# baselines tuned on 16 validation runs over 1e-3 .. 10 (NAG's best rate on MNIST is near 1).
+MNIST_EVALUATION = EvaluationConfig(
+    test_problems=100, tuning_problems=16, grid=LearningRateGrid(lr_min=1e-3, lr_max=10.0)
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    key: str
+    title: str
+    task: TaskConfig
+    steps: int
+
+
+def mnist_experiments(base: TaskConfig, horizon: int) -> list[Experiment]:
+    """The five settings of the paper's MNIST experiments, around the training network `base`."""
+    return [
+        Experiment("a", f"(a) base network, {horizon} steps", base, horizon),
+        Experiment("b", f"(b) base network, {2 * horizon} steps", base, 2 * horizon),
+        Experiment("c", "(c) 40 hidden units", dataclasses.replace(base, hidden=(40,)), horizon),
+        Experiment("d", "(d) two hidden layers", dataclasses.replace(base, hidden=(20, 20)), horizon),
+        Experiment("e", "(e) ReLU activation", dataclasses.replace(base, activation="relu"), horizon),
+    ]
+
+
+def run_mnist_experiments(
+    learned: tuple[MetaParams, LSTMOptimizerConfig],
+    meta: MetaTrainConfig,
+    evaluation: EvaluationConfig,
+    run_dir: pathlib.Path,
+    data_dir: str | None,
+    command: str,
+    learned_source: str,
+) -> str:
+    """Run the five experiments, write each one's results and the combined report; return it."""
+    outcomes: dict[str, tuple[Experiment, Comparison]] = {}
+    for experiment in mnist_experiments(meta.task, meta.horizon):
+        print(f"experiment {experiment.title} ...", flush=True)
+        comparison = compare(
+            learned, make_task_family(experiment.task, "heldout", data_dir), evaluation.baselines,
+            steps=experiment.steps, test_problems=evaluation.test_problems, test_seed=evaluation.test_seed,
+            tuning_problems=evaluation.tuning_problems, tuning_seed=meta.validation_seed,
+            grid=evaluation.grid, bootstrap=evaluation.bootstrap,
+        )
+        config = {"meta_train": to_dict(meta), "task": to_dict(experiment.task),
+                  "evaluation": to_dict(evaluation), "learned_optimizer": learned_source}
+        (run_dir / experiment.key).mkdir(exist_ok=True)
+        write_results(run_dir / experiment.key, comparison, config, f"MNIST {experiment.title}", command)
+        outcomes[experiment.key] = (experiment, comparison)
+    return write_summary(run_dir, outcomes, evaluation, command, learned_source)
+
+
+def summary_rows(outcomes: dict[str, tuple[Experiment, Comparison]]) -> list[dict[str, Any]]:
+    """Per experiment: the learned optimizer's figures next to the best tuned baseline's."""
+    rows = []
+    for key, (experiment, comparison) in outcomes.items():
+        summaries = comparison.summaries
+        best = min((name for name in summaries if name != "lstm"), key=lambda name: summaries[name]["mean"])
+        rows.append({
+            "experiment": experiment.title,
+            "key": key,
+            "steps": experiment.steps,
+            "lstm_mean": summaries["lstm"]["mean"],
+            "lstm_mean_ci": summaries["lstm"]["mean_ci"],
+            "best_baseline": best,
+            "best_baseline_lr": comparison.learning_rates[best],
+            "best_baseline_mean": summaries[best]["mean"],
+            "best_baseline_mean_ci": summaries[best]["mean_ci"],
+            "ratio": comparison.ratios()["mean_vs_best_baseline"],
+            "lstm_test_accuracy": summaries["lstm"].get("test_accuracy"),
+            "best_accuracy_baseline": max((n for n in summaries if n != "lstm"),
+                                          key=lambda n: summaries[n].get("test_accuracy", 0.0)),
+            "best_baseline_test_accuracy": max(summaries[n].get("test_accuracy", 0.0)
+                                               for n in summaries if n != "lstm"),
+        })
+    return rows
+
+
+def write_summary(
+    run_dir: pathlib.Path,
+    outcomes: dict[str, tuple[Experiment, Comparison]],
+    evaluation: EvaluationConfig,
+    command: str,
+    learned_source: str,
+) -> str:
+    """results.md, results.json and experiments.png in `run_dir`; return the markdown table."""
+    rows = summary_rows(outcomes)
+    lines = ["| experiment | LSTM mean final loss | best tuned baseline | its mean final loss | "
+             "LSTM / best | LSTM test accuracy | best baseline test accuracy |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['experiment']} | {row['lstm_mean']:.3f} [{row['lstm_mean_ci'][0]:.3f}, "
+            f"{row['lstm_mean_ci'][1]:.3f}] | {row['best_baseline']} (lr {row['best_baseline_lr']:.3g}) | "
+            f"{row['best_baseline_mean']:.3f} [{row['best_baseline_mean_ci'][0]:.3f}, "
+            f"{row['best_baseline_mean_ci'][1]:.3f}] | {row['ratio']:.2f} | {row['lstm_test_accuracy']:.4f} | "
+            f"{row['best_baseline_test_accuracy']:.4f} ({row['best_accuracy_baseline']}) |"
+        )
+    table = "\n".join(lines)
+    with atomic_path(run_dir / "experiments.png") as tmp:
+        plot_panels({experiment.title: comparison.curves for experiment, comparison in outcomes.values()}, tmp)
+    info = machine()
+    write_text_atomic(run_dir / "results.json", json.dumps({
+        "command": command, "code_version": code_version(), "machine": info,
+        "learned_optimizer": learned_source, "evaluation": to_dict(evaluation), "experiments": rows,
+    }, indent=1) + "\n")
+    markdown = (
+        "# MNIST experiments of Andrychowicz et al. (2016), section 3.2\n\n"
+        f"Learned optimizer: {learned_source}. Mean final training loss over "
+        f"{evaluation.test_problems} held-out optimizee runs per experiment (95% bootstrap intervals), "
+        "baselines tuned per experiment on validation runs; test accuracy of the optimizee after its "
+        "last step. Per-experiment tables and plots are in the subdirectories a to e.\n\n"
+        f"{table}\n\n![loss curves](experiments.png)\n\n"
+        f"Command: `{command}`  \nCode: {code_version()}  \nMachine: {describe_machine(info)}\n"
+    )
+    write_text_atomic(run_dir / "results.md", markdown)
+    return table

@@ -1,0 +1,67 @@
+"""`optimizer3 reproduce mnist` end to end on tiny budgets with the real MNIST files."""
+
+import json
+
+import pytest
+
+from optimizer3 import pretrained
+from optimizer3.cli import main
+
+TINY_MNIST = ["--task", "mnist", "--preprocessing", "log_sign", "--output-init", "zeros",
+              "--horizon", "4", "--unroll", "2", "--problems", "1", "--trajectories", "1",
+              "--validation-problems", "1", "--validate-every", "1"]
+TINY_EVAL = ["--test-problems", "2", "--tuning-problems", "1", "--bootstrap", "20",
+             "--lr-min", "0.01", "--lr-max", "1", "--per-decade", "3"]
+COMMON = ["--quiet", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory, mnist_dir):
+    """A tiny MNIST optimizer exported as the pretrained 'mnist', in a directory of its own."""
+    root = tmp_path_factory.mktemp("mnist")
+    data = ["--data-dir", str(mnist_dir)]
+    assert main(["meta-train", "--run-dir", str(root / "train"), *TINY_MNIST, *COMMON, *data]) == 0
+    assert main(["evaluate", "--checkpoint", str(root / "train" / "checkpoint.pt"), "--run-dir",
+                 str(root / "eval"), *TINY_EVAL, *COMMON, *data]) == 0
+    assert main(["export", str(root / "train"), "--name", "mnist", "--evaluation", str(root / "eval"),
+                 "--out", str(root / "pretrained"), "--description", "tiny test optimizer"]) == 0
+    return root / "pretrained"
+
+
+def test_reproduce_mnist_with_the_shipped_optimizer_writes_five_experiments(tmp_path, shipped, mnist_dir,
+                                                                            monkeypatch):
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", shipped)
+    run_dir = tmp_path / "experiments"
+    assert main(["reproduce", "mnist", "--run-dir", str(run_dir), "--data-dir", str(mnist_dir),
+                 *TINY_EVAL, *COMMON]) == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    rows = {row["key"]: row for row in results["experiments"]}
+    assert set(rows) == set("abcde")
+    assert rows["b"]["steps"] == 2 * rows["a"]["steps"] == 8
+    for key in "abcde":
+        detail = json.loads((run_dir / key / "results.json").read_text())
+        assert set(detail["summaries"]) == {"lstm", "sgd", "nag", "rmsprop", "adam"}
+        assert 0 <= detail["summaries"]["lstm"]["test_accuracy"] <= 1
+        assert (run_dir / key / "loss_curves.png").is_file()
+    assert json.loads((run_dir / "c" / "results.json").read_text())["config"]["task"]["hidden"] == [40]
+    assert json.loads((run_dir / "d" / "results.json").read_text())["config"]["task"]["hidden"] == [20, 20]
+    assert json.loads((run_dir / "e" / "results.json").read_text())["config"]["task"]["activation"] == "relu"
+    assert (run_dir / "experiments.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| (a) base network, 4 steps |" in (run_dir / "results.md").read_text()
+    assert "pretrained 'mnist'" in results["learned_optimizer"]
+
+
+def test_reproduce_mnist_meta_trains_a_fresh_optimizer_on_request(tmp_path, shipped, mnist_dir, monkeypatch,
+                                                                  capsys):
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", shipped)
+    run_dir = tmp_path / "fresh"
+    data = ["--data-dir", str(mnist_dir)]
+    # Meta-training flags without --meta-train are refused, before anything is written.
+    assert main(["reproduce", "mnist", "--run-dir", str(run_dir), "--seed", "3", *data, *COMMON]) == 2
+    assert "add --meta-train" in capsys.readouterr().err
+    assert not run_dir.exists()
+    assert main(["reproduce", "mnist", "--meta-train", "--seed", "3", "--run-dir", str(run_dir), *data,
+                 *TINY_EVAL, *COMMON]) == 0
+    assert (run_dir / "checkpoint.pt").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["meta_train"]["seed"] == 3
+    assert "meta-trained in this run" in json.loads((run_dir / "results.json").read_text())["learned_optimizer"]
