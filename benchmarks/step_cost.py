@@ -20,6 +20,7 @@ import torch
 
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.learned.preprocess import input_size
+from optimizer3.optim import learned as learned_module
 from optimizer3.optim.learned import CHUNK_ROWS, LearnedOptimizer
 from optimizer3.provenance import describe_machine, machine
 
@@ -91,6 +92,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--sweep-blocks", action="store_true",
+                        help="also time the one-million-parameter step for several block sizes")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,6 +122,25 @@ def main() -> None:
         print(f"| {name} | {count:,} | {learned_s * 1e3:.2f} ms | {adam_s * 1e3:.3f} ms | "
               f"{learned_s / adam_s:.0f}x | {rate / 1e9:.1f} | {rate / bound:.2f} | "
               f"{state_bytes(learned) / count:.0f}, {state_bytes(adam) / count:.0f} |")
+    if args.sweep_blocks:
+        sweep_blocks(config, meta, device, args.repeats)
+
+
+
+
+def sweep_blocks(config: LSTMOptimizerConfig, meta, device: torch.device, repeats: int) -> None:
+    """Time per step of the ~1M-parameter model for several `CHUNK_ROWS` values."""
+    model = mlp(MODELS["MLP 784-1024-256-10"]).to(device)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    default = learned_module.CHUNK_ROWS
+    for rows in (512, 1024, 2048, 4096, 8192, 1 << 30):
+        learned_module.CHUNK_ROWS = rows
+        optimizer = LearnedOptimizer(model.parameters(), meta, config)
+        seconds = median_seconds(optimizer.step, device, max(3, repeats // 4))
+        label = "whole parameter" if rows == 1 << 30 else f"{rows} rows"
+        print(f"block of {label}: {seconds * 1e3:.0f} ms per step")
+    learned_module.CHUNK_ROWS = default
 
 
 if __name__ == "__main__":
