@@ -82,6 +82,14 @@ def square_gemm(device: torch.device, repeats: int) -> float:
     return 2 * 2048**3 / median_seconds(lambda: a @ b, device, repeats)
 
 
+def elementwise_ns(device: torch.device, repeats: int) -> dict[str, float]:
+    """Nanoseconds per element of the step's element-wise operations on a block of gates."""
+    gates = torch.randn(CHUNK_ROWS, 80, device=device)
+    calls = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "mul": lambda x: x * x}
+    return {name: median_seconds(lambda: call(gates), device, repeats * 5) / gates.numel() * 1e9
+            for name, call in calls.items()}
+
+
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return sum(v.numel() * v.element_size() for s in optimizer.state.values()
                for v in s.values() if isinstance(v, torch.Tensor))
@@ -105,6 +113,8 @@ def main() -> None:
     print(f"float32 matrix products, LSTM shapes ({CHUNK_ROWS} rows): {bound / 1e9:.1f} GFLOP/s; "
           f"square 2048: {square_gemm(device, args.repeats) / 1e9:.1f} GFLOP/s")
     print(f"learned optimizer: {flops_per_coordinate(config):,} matrix FLOPs per parameter per step")
+    print(f"element-wise on {CHUNK_ROWS} x 80 floats, ns per element: " + ", ".join(
+        f"{name} {ns:.2f}" for name, ns in elementwise_ns(device, args.repeats).items()))
     print("| model | parameters | LearnedOptimizer step | Adam(foreach) step | ratio | learned GFLOP/s "
           "| fraction of bound | state bytes/param (learned, Adam) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -134,7 +144,7 @@ def sweep_blocks(config: LSTMOptimizerConfig, meta, device: torch.device, repeat
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
     default = learned_module.CHUNK_ROWS
-    for rows in (512, 1024, 2048, 4096, 8192, 1 << 30):
+    for rows in (1024, 2048, 4096, 8192, 16384, 32768, 65536, 1 << 30):
         learned_module.CHUNK_ROWS = rows
         optimizer = LearnedOptimizer(model.parameters(), meta, config)
         seconds = median_seconds(optimizer.step, device, max(3, repeats // 4))

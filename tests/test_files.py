@@ -20,3 +20,14 @@ def test_a_finished_write_replaces_the_file(tmp_path):
     write_text_atomic(target, "new")
     assert target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["results.md"]
+
+
+def test_written_files_get_the_ordinary_mode_not_a_private_one(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644

@@ -20,6 +20,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(handle)
     tmp = pathlib.Path(name)
+    # mkstemp makes the file private (0600); give it the mode an ordinary open() would.
+    tmp.chmod(0o666 & ~_umask())
     try:
         yield tmp
         with tmp.open("rb") as file:
@@ -27,6 +29,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -25,8 +25,8 @@ def command_line(argv: list[str] | None = None) -> str:
 
 
 def code_version() -> str:
-    """The package version, plus the git commit when running from a checkout ("+dirty" when
-    the checkout has uncommitted changes)."""
+    """The package version, plus the git commit when running from a checkout (".dirty" when
+    the package's own source has uncommitted changes; edits to docs do not count)."""
     from optimizer3 import __version__
 
     source = pathlib.Path(__file__).resolve().parent
@@ -36,7 +36,7 @@ def code_version() -> str:
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no", "--", "."],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

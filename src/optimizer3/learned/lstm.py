@@ -128,6 +128,19 @@ def init_state(
     return LSTMState(zeros, tuple(torch.zeros_like(z) for z in zeros))
 
 
+_DOUBLERS: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _candidate_doubler(hidden: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[1, ..., 1, 2, ..., 2]: 3 * hidden ones (the gates), hidden twos (the cell candidate)."""
+    key = (hidden, dtype, device)
+    if key not in _DOUBLERS:
+        doubler = torch.ones(4 * hidden, dtype=dtype, device=device)
+        doubler[3 * hidden :] = 2.0
+        _DOUBLERS[key] = doubler
+    return _DOUBLERS[key]
+
+
 def lstm_step(
     meta_params: MetaParams,
     grads: torch.Tensor,
@@ -149,16 +162,16 @@ def lstm_step(
     x = preprocess(grads, config.preprocessing, config.preprocess_p)
     # tanh(z) = 2 sigmoid(2z) - 1. Doubling the cell-candidate columns lets one sigmoid cover
     # all four gates; torch's CPU sigmoid is several times faster than its tanh, and the
-    # elementwise work, not the matrix products, bounds this step.
-    doubled = torch.ones(4 * hidden, dtype=x.dtype, device=x.device)
-    doubled[3 * hidden :] = 2.0
+    # elementwise work, not the matrix products, bounds this step. (Doubling is exact in
+    # floating point, so this equals doubling those columns of the weights and bias.)
+    doubled = _candidate_doubler(hidden, x.dtype, x.device)
     new_h, new_c = [], []
     for layer in range(config.layers):
         gates = torch.addmm(
-            meta_params[f"lstm.{layer}.bias"] * doubled,
+            meta_params[f"lstm.{layer}.bias"],
             torch.cat((x, state.h[layer]), dim=1),
-            meta_params[f"lstm.{layer}.weight"] * doubled,
-        ).sigmoid()
+            meta_params[f"lstm.{layer}.weight"],
+        ).mul_(doubled).sigmoid_()
         input_gate, forget_gate, output_gate, candidate = gates.chunk(4, dim=1)
         cell = torch.addcmul(forget_gate * state.c[layer], input_gate, candidate * 2.0 - 1.0)
         x = output_gate * ((cell * 2.0).sigmoid() * 2.0 - 1.0)

@@ -26,7 +26,7 @@ from optimizer3.config import from_dict, to_dict
 from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams, lstm_step
 from optimizer3.meta.checkpoint import check_meta_params, load_learned_optimizer
 
-CHUNK_ROWS = 2048
+CHUNK_ROWS = 8192
 
 
 def state_dtype(param: torch.Tensor) -> torch.dtype:
