@@ -138,6 +138,10 @@ def export_pretrained(
     return weights, card_path
 
 
+def _threads(count: int) -> str:
+    return f"{count} thread" + ("" if count == 1 else "s")
+
+
 def describe(card: dict[str, Any]) -> str:
     """A few lines about one pretrained optimizer, for `optimizer3 list-pretrained`."""
     training, evaluation = card["meta_training"], card["evaluation"]
@@ -149,7 +153,7 @@ def describe(card: dict[str, Any]) -> str:
         f"  meta-trained: {training['command']}",
         f"    seed {training['seed']}, {training['trajectories']} trajectories, "
         f"{training['seconds']:.0f} s on {training['machine']['processor']} "
-        f"({training['machine']['torch_threads']} threads), code {training['code_version']}, {training['date']}",
+        f"({_threads(training['machine']['torch_threads'])}), code {training['code_version']}, {training['date']}",
         f"  evaluated: {evaluation['command']}",
     ]
     best = min((n for n in evaluation["final_loss"] if n != "lstm"), key=lambda n: evaluation["final_loss"][n]["mean"])
