@@ -205,6 +205,9 @@ def test_export_then_list_and_evaluate_the_exported_optimizer(tmp_path, reproduc
     assert main(["evaluate", "--pretrained", "nope", "--run-dir", str(tmp_path / "x")]) == 2
     assert "No pretrained optimizer named 'nope'; available: tiny" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    (out / "tiny.pt").write_bytes(before[:-1] + bytes([before[-1] ^ 1]))  # one bit changed
+    assert main(["evaluate", "--pretrained", "tiny", "--run-dir", str(tmp_path / "y")]) == 2
+    assert "does not match its card's SHA-256" in capsys.readouterr().err
 
 
 def test_export_refuses_an_evaluation_of_another_run(tmp_path, reproduced, capsys):
@@ -213,5 +216,13 @@ def test_export_refuses_an_evaluation_of_another_run(tmp_path, reproduced, capsy
     code = main(["export", str(other), "--name", "x", "--evaluation", str(reproduced),
                  "--out", str(tmp_path / "out"), "--description", "x"])
     assert code == 2
-    assert "is not an evaluation of the run" in capsys.readouterr().err
+    assert "is not an evaluation of the best optimizer" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # A generalization test of the right optimizer is not its evaluation either.
+    wider = tmp_path / "wider"
+    assert main(["evaluate", "--checkpoint", str(reproduced / "checkpoint.pt"), "--dim", "6", "--run-dir",
+                 str(wider), "--quiet", "--threads", "1", *TINY_EVAL]) == 0
+    code = main(["export", str(reproduced), "--name", "x", "--evaluation", str(wider),
+                 "--out", str(tmp_path / "out"), "--description", "x"])
+    assert code == 2 and "on its training task" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

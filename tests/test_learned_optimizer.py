@@ -184,8 +184,12 @@ def test_load_state_dict_refuses_what_does_not_fit():
     state = optimizer.state_dict()
 
     wider = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.Tanh(), torch.nn.Linear(6, 1))
-    with pytest.raises(ValueError, match="has shape"):
+    with pytest.raises(ValueError, match="parameters of shapes"):
         LearnedOptimizer(wider.parameters(), _meta(), CONFIG).load_state_dict(state)
+    transposed = torch.nn.Parameter(torch.zeros(3, 2))
+    flat_state = LearnedOptimizer([torch.nn.Parameter(torch.zeros(2, 3))], _meta(), CONFIG).state_dict()
+    with pytest.raises(ValueError, match="parameters of shapes"):  # same numel, other shape
+        LearnedOptimizer([transposed], _meta(), CONFIG).load_state_dict(flat_state)
     other = LSTMOptimizerConfig(preprocessing="log_sign", hidden_size=8)
     with pytest.raises(ValueError, match="architecture"):
         LearnedOptimizer(_model().parameters(), _meta(other), other).load_state_dict(state)
@@ -193,14 +197,18 @@ def test_load_state_dict_refuses_what_does_not_fit():
     with pytest.raises(ValueError, match="no 'learned' entry"):
         LearnedOptimizer(_model().parameters(), _meta(), CONFIG).load_state_dict(adam.state_dict())
     fewer = LearnedOptimizer(list(_model().parameters())[:2], _meta(), CONFIG)
-    with pytest.raises(ValueError, match="parameter groups"):
+    with pytest.raises(ValueError, match="parameters of shapes"):
         fewer.load_state_dict(state)
+    broken = copy.deepcopy(state)
+    del broken["state"][0]["step"]
+    with pytest.raises(ValueError, match="not LearnedOptimizer state"):
+        LearnedOptimizer(_model().parameters(), _meta(), CONFIG).load_state_dict(broken)
 
     # A refused load leaves the optimizer as it was.
     trained_wider = LearnedOptimizer(wider.parameters(), _meta(seed=9), CONFIG)
     _train(wider, trained_wider, 2)
     before = copy.deepcopy(trained_wider.state_dict())
-    with pytest.raises(ValueError, match="has shape"):
+    with pytest.raises(ValueError, match="parameters of shapes"):
         trained_wider.load_state_dict(state)
     after = trained_wider.state_dict()
     assert after["param_groups"] == before["param_groups"]
@@ -244,7 +252,7 @@ def test_bad_construction_is_refused():
     with pytest.raises(ValueError, match="torch.int64"):
         LearnedOptimizer([torch.zeros(2, dtype=torch.long)], _meta(), CONFIG)
     other = LSTMOptimizerConfig(preprocessing="log_sign", layers=1)
-    with pytest.raises(CheckpointError, match="another architecture|do not match"):
+    with pytest.raises(ValueError, match="another architecture|do not match"):
         LearnedOptimizer([torch.nn.Parameter(torch.zeros(2))], _meta(), other)
 
 
@@ -287,3 +295,27 @@ def test_from_file_reads_optimizer_files_and_checkpoints_and_refuses_pickles(tmp
 def test_unknown_pretrained_name_lists_the_available_ones():
     with pytest.raises(UsageError, match="No pretrained optimizer named 'nope'; available: "):
         LearnedOptimizer.from_pretrained("nope", [torch.nn.Parameter(torch.zeros(2))])
+
+
+def test_groups_given_as_generators_keep_their_parameters():
+    model = _model()
+    optimizer = LearnedOptimizer([{"params": model[0].parameters(), "lr": 0.5}], _meta(), CONFIG)
+    optimizer.add_param_group({"params": model[2].parameters()})
+    assert [len(group["params"]) for group in optimizer.param_groups] == [2, 2]
+    before = [p.detach().clone() for p in model.parameters()]
+    _train(model, optimizer, 1)
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_a_first_call_under_inference_mode_does_not_break_meta_gradients():
+    from optimizer3.learned import lstm as lstm_module
+
+    lstm_module._DOUBLERS.clear()
+    config = LSTMOptimizerConfig(hidden_size=3)  # a size no other test uses first
+    meta = _meta(config)
+    with torch.inference_mode():
+        lstm_step(meta, torch.randn(4), init_state(config, 4), config)
+    trainable = {k: v.clone().requires_grad_() for k, v in meta.items()}
+    updates, _ = lstm_step(trainable, torch.randn(4), init_state(config, 4), config)
+    updates.sum().backward()
+    assert all(v.grad is not None for v in trainable.values())

@@ -59,6 +59,8 @@ def test_reproduce_mnist_meta_trains_a_fresh_optimizer_on_request(tmp_path, ship
     # Meta-training flags without --meta-train are refused, before anything is written.
     assert main(["reproduce", "mnist", "--run-dir", str(run_dir), "--seed", "3", *data, *COMMON]) == 2
     assert "add --meta-train" in capsys.readouterr().err
+    assert main(["reproduce", "mnist", "--run-dir", str(run_dir), "--steps", "50", *data, *COMMON]) == 2
+    assert "drop --steps" in capsys.readouterr().err
     assert not run_dir.exists()
     assert main(["reproduce", "mnist", "--meta-train", "--seed", "3", "--run-dir", str(run_dir), *data,
                  *TINY_EVAL, *COMMON]) == 0

@@ -3,9 +3,12 @@
 import pytest
 import torch
 
-from optimizer3 import LearnedOptimizer, pretrained
+from optimizer3 import pretrained
 from optimizer3.config import TaskConfig, from_dict, to_dict
 from optimizer3.meta.checkpoint import load_learned_optimizer
+from optimizer3.tasks import make_task_family
+from optimizer3.tasks.quadratic import QuadraticFamily
+from optimizer3.trajectories import run_learned
 
 NAMES = pretrained.available()
 
@@ -34,11 +37,13 @@ def test_shipped_file_is_a_plain_dict_that_matches_its_card(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_shipped_optimizer_runs_as_a_torch_optimizer(name):
-    param = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
-    optimizer = LearnedOptimizer.from_pretrained(name, [param])
-    for _ in range(5):
-        optimizer.zero_grad()
-        param.square().sum().backward()
-        optimizer.step()
-    assert torch.isfinite(param).all() and optimizer.state[param]["step"] == 5
+def test_shipped_optimizer_trains_a_model_of_its_task_family(name, request):
+    meta_params, config = load_learned_optimizer(pretrained.pretrained_path(name))
+    if config.task.name == "quadratic":
+        task = QuadraticFamily(dim=config.task.dim).sample(16, torch.Generator().manual_seed(3))
+    else:  # real MNIST: on random labels there is little to learn
+        mnist_dir = request.getfixturevalue("mnist_dir")
+        task = make_task_family(config.task, "heldout", mnist_dir).sample(2, torch.Generator())
+    run = run_learned(meta_params, config.optimizer, task, 30, seed=4)
+    assert torch.isfinite(run.losses).all()
+    assert run.losses[-1].mean() < 0.7 * run.losses[0].mean()

@@ -23,7 +23,7 @@ from optimizer3.flags import (
     Parser, add_config_arguments, config_from_args, given_config_flags, load_config_file,
 )
 from optimizer3 import pretrained
-from optimizer3.meta.checkpoint import load_checkpoint, load_learned_optimizer
+from optimizer3.meta.checkpoint import load_checkpoint, load_learned_optimizer, meta_params_digest
 from optimizer3.meta.trainer import MetaTrainingInterrupted, meta_train
 from optimizer3.provenance import command_line, provenance
 from optimizer3.report import write_results
@@ -134,7 +134,8 @@ def command_evaluate(args: argparse.Namespace) -> None:
     comparison = _evaluate((meta_params, meta_config.optimizer), task, meta_config.horizon,
                            meta_config.validation_seed, evaluation, args.data_dir)
     config = {"meta_train": to_dict(meta_config), "task": to_dict(task), "evaluation": to_dict(evaluation),
-              "learned_optimizer": args.pretrained or str(source)}
+              "learned_optimizer": args.pretrained or str(source),
+              "meta_params_sha256": meta_params_digest(meta_params)}
     title = f"{task.name}: learned vs tuned baselines"
     print(write_results(run_dir, comparison, config, title, command_line(args.argv)))
 
@@ -142,6 +143,12 @@ def command_evaluate(args: argparse.Namespace) -> None:
 def command_reproduce_mnist(args: argparse.Namespace) -> None:
     name = args.pretrained or "mnist"
     shipped_params, shipped = load_learned_optimizer(pretrained.pretrained_path(name))
+    if args.config and not args.meta_train:
+        raise UsageError("--config sets how to meta-train: add --meta-train, or drop --config to "
+                         f"evaluate the shipped optimizer ({name}) with its own settings")
+    if args.steps:
+        raise UsageError(f"Invalid --steps {args.steps} for reproduce mnist: the experiments run the "
+                         "meta-training horizon and twice it; drop --steps")
     if args.config:
         meta_preset, evaluation_preset = load_config_file(args.config)
     else:
@@ -153,7 +160,9 @@ def command_reproduce_mnist(args: argparse.Namespace) -> None:
     meta = config_from_args(MetaTrainConfig, args, meta_preset)
     evaluation = config_from_args(EvaluationConfig, args, evaluation_preset)
     if meta.task.name != "mnist":
-        raise UsageError(f"reproduce mnist runs the mnist task, not --task {meta.task.name}")
+        raise UsageError(f"reproduce mnist needs an MNIST optimizer; {name} was meta-trained on "
+                         f"{meta.task.name}" if not args.meta_train else
+                         f"reproduce mnist runs the mnist task, not --task {meta.task.name}")
     _check_seeds(meta, evaluation)
     _check_task(meta.task, args.data_dir)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir or "runs/mnist-experiments"), args.overwrite)
@@ -213,7 +222,8 @@ def command_reproduce(args: argparse.Namespace) -> None:
     comparison = _evaluate(learned, meta.task, meta.horizon, meta.validation_seed, evaluation, args.data_dir)
     extra = {"meta_training_seconds": result.seconds}
     title = f"Random {meta.task.dim}-dimensional quadratics"
-    print(write_results(run_dir, comparison, config, title, command_line(args.argv), extra))
+    evaluated = {**config, "meta_params_sha256": meta_params_digest(result.best_meta_params)}
+    print(write_results(run_dir, comparison, evaluated, title, command_line(args.argv), extra))
     for name, value in comparison.ratios().items():
         print(f"{name.replace('_', ' ')}: {value:.3f}")
     print(f"results: {run_dir / 'results.md'}, plot: {run_dir / 'loss_curves.png'}")

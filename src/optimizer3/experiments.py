@@ -17,6 +17,7 @@ from optimizer3.config import EvaluationConfig, LearningRateGrid, MetaTrainConfi
 from optimizer3.evaluate import Comparison, compare
 from optimizer3.files import atomic_path, write_text_atomic
 from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
+from optimizer3.meta.checkpoint import meta_params_digest
 from optimizer3.plotting import plot_panels
 from optimizer3.provenance import code_version, describe_machine, machine
 from optimizer3.report import write_results
@@ -68,7 +69,8 @@ def run_mnist_experiments(
             grid=evaluation.grid, bootstrap=evaluation.bootstrap,
         )
         config = {"meta_train": to_dict(meta), "task": to_dict(experiment.task),
-                  "evaluation": to_dict(evaluation), "learned_optimizer": learned_source}
+                  "evaluation": to_dict(evaluation), "learned_optimizer": learned_source,
+                  "meta_params_sha256": meta_params_digest(learned[0])}
         (run_dir / experiment.key).mkdir(exist_ok=True)
         write_results(run_dir / experiment.key, comparison, config, f"MNIST {experiment.title}", command)
         outcomes[experiment.key] = (experiment, comparison)

@@ -135,8 +135,11 @@ def _candidate_doubler(hidden: int, dtype: torch.dtype, device: torch.device) ->
     """[1, ..., 1, 2, ..., 2]: 3 * hidden ones (the gates), hidden twos (the cell candidate)."""
     key = (hidden, dtype, device)
     if key not in _DOUBLERS:
-        doubler = torch.ones(4 * hidden, dtype=dtype, device=device)
-        doubler[3 * hidden :] = 2.0
+        # A normal tensor even when first asked for under inference_mode: an inference tensor
+        # here would break every later call that autograd records (meta-training).
+        with torch.inference_mode(False):
+            doubler = torch.ones(4 * hidden, dtype=dtype, device=device)
+            doubler[3 * hidden :] = 2.0
         _DOUBLERS[key] = doubler
     return _DOUBLERS[key]
 

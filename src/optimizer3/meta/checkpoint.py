@@ -6,6 +6,7 @@ format version, the keys and every meta-parameter's shape against the stored arc
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 from typing import Any
@@ -175,3 +176,13 @@ def load_learned_optimizer(path: str | os.PathLike[str]) -> tuple[MetaParams, Me
         raise CheckpointError(f"Learned-optimizer file {path} has an invalid config: {error}") from None
     check_meta_params(data.get("meta_params"), config.optimizer, str(path))
     return data["meta_params"], config
+
+
+def meta_params_digest(meta_params: MetaParams) -> str:
+    """SHA-256 of the meta-parameters' names, shapes, dtypes and values: which optimizer it is."""
+    digest = hashlib.sha256()
+    for name in sorted(meta_params):
+        tensor = meta_params[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -24,6 +24,7 @@ import torch
 
 from optimizer3.config import from_dict, to_dict
 from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams, lstm_step
+from optimizer3.errors import CheckpointError
 from optimizer3.meta.checkpoint import check_meta_params, load_learned_optimizer
 
 CHUNK_ROWS = 8192
@@ -61,7 +62,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
     ) -> None:
         if not (isinstance(lr, (int, float)) and lr >= 0.0):
             raise ValueError(f"Invalid learning rate: {lr}")
-        check_meta_params(meta_params, config, "LearnedOptimizer(meta_params=...)")
+        try:
+            check_meta_params(meta_params, config, "LearnedOptimizer(meta_params=...)")
+        except CheckpointError as error:
+            raise ValueError(str(error)) from None
         self.config = config
         self.meta_params = {k: v.detach().clone() for k, v in meta_params.items()}
         self._meta_cache: dict[tuple[torch.device, torch.dtype], MetaParams] = {}
@@ -82,7 +86,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         params = param_group["params"]
-        for param in [params] if isinstance(params, torch.Tensor) else list(params):
+        # Listed once and stored back: a generator (model.parameters()) can be read only once.
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        param_group = {**param_group, "params": params}
+        for param in params:
             if not param.is_floating_point():
                 raise ValueError(
                     f"LearnedOptimizer updates real floating-point parameters; got a {param.dtype} "
@@ -147,6 +154,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         state["learned"] = {
             "optimizer": to_dict(self.config),
             "meta_params": {k: v.clone() for k, v in self.meta_params.items()},
+            "shapes": [[list(p.shape) for p in group["params"]] for group in self.param_groups],
         }
         return state
 
@@ -157,7 +165,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         parameters of the same shapes; anything else is refused before the optimizer changes.
         """
         learned = state_dict.get("learned") if isinstance(state_dict, dict) else None
-        if not isinstance(learned, dict):
+        if not isinstance(learned, dict) or not {"state", "param_groups"} <= set(state_dict):
             raise ValueError("Not a LearnedOptimizer state dict: it has no 'learned' entry")
         config = from_dict(LSTMOptimizerConfig, learned.get("optimizer"))
         if config != self.config:
@@ -165,13 +173,17 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 f"The state dict is for a learned optimizer of architecture {config}; this one is "
                 f"{self.config}"
             )
-        check_meta_params(learned.get("meta_params"), config, "the state dict")
+        try:
+            check_meta_params(learned.get("meta_params"), config, "the state dict")
+        except CheckpointError as error:
+            raise ValueError(str(error)) from None
         saved_groups = state_dict["param_groups"]
-        if len(saved_groups) != len(self.param_groups) or any(
-            len(saved["params"]) != len(group["params"])
-            for saved, group in zip(saved_groups, self.param_groups)
-        ):
-            raise ValueError("The state dict's parameter groups do not match this optimizer's in number or size")
+        shapes = [[list(p.shape) for p in group["params"]] for group in self.param_groups]
+        if learned.get("shapes") != shapes:
+            raise ValueError(
+                f"The state dict is for parameters of shapes {learned.get('shapes')}; this optimizer "
+                f"has {shapes} (groups of parameter shapes, in order)"
+            )
         by_id = {
             saved_id: param
             for saved, group in zip(saved_groups, self.param_groups)
@@ -179,10 +191,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
         }
         restored = {}
         for saved_id, saved_state in state_dict["state"].items():
-            param = by_id[saved_id]
+            param = by_id.get(saved_id)
+            if param is None or not isinstance(saved_state, dict) or set(saved_state) != {"step", "h", "c"}:
+                raise ValueError(f"The state dict's state for parameter {saved_id} is not LearnedOptimizer state")
             expected = (config.layers, param.numel(), config.hidden_size)
             for key in ("h", "c"):
-                got = tuple(saved_state[key].shape)
+                got = tuple(saved_state[key].shape) if isinstance(saved_state[key], torch.Tensor) else None
                 if got != expected:
                     raise ValueError(
                         f"The state dict's LSTM state {key} for parameter {saved_id} has shape {got}; "

@@ -14,9 +14,10 @@ import pathlib
 from typing import Any
 
 from optimizer3.config import MetaTrainConfig, from_dict, to_dict
-from optimizer3.errors import RunDirectoryError, UsageError
+from optimizer3.errors import CheckpointError, RunDirectoryError, UsageError
 from optimizer3.files import write_text_atomic
-from optimizer3.meta.checkpoint import atomic_save, load_checkpoint, make_optimizer_file
+from optimizer3.meta.checkpoint import atomic_save, load_checkpoint, make_optimizer_file, meta_params_digest
+from optimizer3.tasks import TaskConfig
 
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parent
 
@@ -31,7 +32,14 @@ def pretrained_path(name: str, directory: pathlib.Path | None = None) -> pathlib
     names = available(directory)
     if name not in names:
         raise UsageError(f"No pretrained optimizer named {name!r}; available: {', '.join(names) or 'none'}")
-    return (directory or PRETRAINED_DIR) / load_card(name, directory)["file"]
+    card = load_card(name, directory)
+    path = (directory or PRETRAINED_DIR) / card["file"]
+    if not path.is_file() or sha256(path) != card["sha256"]:
+        raise CheckpointError(
+            f"Pretrained optimizer {name}: {path} is missing or does not match its card's SHA-256; "
+            "reinstall optimizer3"
+        )
+    return path
 
 
 def load_card(name: str, directory: pathlib.Path | None = None) -> dict[str, Any]:
@@ -50,10 +58,15 @@ def _read_json(path: pathlib.Path, what: str) -> dict[str, Any]:
         raise UsageError(f"Cannot read {what} {path}: {error}") from None
 
 
-def _meta_training_seconds(run_dir: pathlib.Path) -> float | None:
+def _meta_training_seconds(run_dir: pathlib.Path) -> float:
     seconds = None
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        seconds = json.loads(line).get("seconds", seconds)
+    try:
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            seconds = json.loads(line).get("seconds", seconds)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"Cannot read the meta-training log of {run_dir}: {error}") from None
+    if seconds is None:
+        raise UsageError(f"{run_dir / 'metrics.jsonl'} records no trajectory; export a run that has trained")
     return seconds
 
 
@@ -74,13 +87,16 @@ def _evaluation_figures(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _evaluates(results: dict[str, Any], config: MetaTrainConfig) -> bool:
-    """Whether `results` (a results.json) evaluated the learned optimizer of a run with `config`."""
+def _evaluates(results: dict[str, Any], config: MetaTrainConfig, meta_params) -> bool:
+    """Whether `results` (a results.json) evaluated exactly `meta_params`, from a run with
+    `config`, on that run's own task (not a generalization test)."""
     try:
         evaluated = from_dict(MetaTrainConfig, results["config"]["meta_train"])
-    except (KeyError, TypeError, UsageError):
+        task = from_dict(TaskConfig, results["config"].get("task", results["config"]["meta_train"]["task"]))
+    except (KeyError, TypeError, AttributeError, UsageError):
         return False
-    return evaluated == config and "lstm" in results.get("summaries", {})
+    return (evaluated == config and task == config.task and "lstm" in results.get("summaries", {})
+            and results["config"].get("meta_params_sha256") == meta_params_digest(meta_params))
 
 
 def export_pretrained(
@@ -107,10 +123,10 @@ def export_pretrained(
     run = _read_json(run_dir / "run.json", "run record")
     results = _read_json(evaluation_dir / "results.json", "evaluation results")
     config = checkpoint["config"]
-    if not _evaluates(results, config):
+    if not _evaluates(results, config, checkpoint["best_meta_params"]):
         raise UsageError(
-            f"{evaluation_dir / 'results.json'} is not an evaluation of the run in {run_dir}; "
-            f"run optimizer3 evaluate --checkpoint {run_dir / 'checkpoint.pt'} first"
+            f"{evaluation_dir / 'results.json'} is not an evaluation of the best optimizer of {run_dir} "
+            f"on its training task; run optimizer3 evaluate --checkpoint {run_dir / 'checkpoint.pt'} first"
         )
     weights, card_path = out_dir / f"{name}.pt", out_dir / f"{name}.json"
     for path in (weights, card_path):
