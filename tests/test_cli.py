@@ -226,3 +226,20 @@ def test_export_refuses_an_evaluation_of_another_run(tmp_path, reproduced, capsy
                  "--out", str(tmp_path / "out"), "--description", "x"])
     assert code == 2 and "on its training task" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_meta_train_from_a_shipped_optimizer_records_which_one(tmp_path, capsys):
+    from optimizer3.meta.checkpoint import load_learned_optimizer, meta_params_digest
+    from optimizer3 import pretrained
+
+    run_dir = tmp_path / "fine-tune"
+    assert main(["meta-train", "--init-from", "quadratic", "--run-dir", str(run_dir), *TINY]) == 0
+    shipped, _ = load_learned_optimizer(pretrained.pretrained_path("quadratic"))
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["init_from_meta_params_sha256"] == meta_params_digest(shipped)
+    assert json.loads((run_dir / "config.json").read_text())["meta_train"]["init_from"] == "quadratic"
+    _fails_cleanly(capsys, ["meta-train", "--init-from", "mnist", "--run-dir", str(tmp_path / "other"), *TINY],
+                   "--init-from mnist", "architecture")
+    _fails_cleanly(capsys, ["meta-train", "--init-from", "nothing.pt", "--run-dir", str(tmp_path / "other"), *TINY],
+                   "nothing.pt", "quadratic")
+    assert not (tmp_path / "other").exists()

@@ -116,3 +116,23 @@ def test_other_architecture_and_version_are_refused(tmp_path, checkpoint_path):
     torch.save(dict(raw, config=dict(raw["config"], horizon="long")), tmp_path / "typed.pt")
     with pytest.raises(CheckpointError, match="horizon"):
         load_checkpoint(tmp_path / "typed.pt")
+
+
+def test_a_run_can_start_from_another_runs_optimizer(tmp_path):
+    first = meta_train(dataclasses.replace(TINY, trajectories=4), tmp_path, progress=False)
+    config = dataclasses.replace(TINY, trajectories=2, init_from=str(tmp_path / "checkpoint.pt"))
+    result = meta_train(config, progress=False)
+    # It starts where the first run's best meta-parameters are (same validation problems).
+    assert result.history[0]["validation_loss"] == first.best_validation
+    random_start = meta_train(dataclasses.replace(TINY, trajectories=2), progress=False)
+    assert random_start.history[0]["validation_loss"] != first.best_validation
+
+
+def test_a_start_of_another_architecture_or_unknown_source_is_refused(tmp_path):
+    meta_train(dataclasses.replace(TINY, trajectories=1), tmp_path, progress=False)
+    wider = dataclasses.replace(TINY, optimizer=LSTMOptimizerConfig(hidden_size=8),
+                                init_from=str(tmp_path / "checkpoint.pt"))
+    with pytest.raises(UsageError, match="architecture"):
+        meta_train(wider, progress=False)
+    with pytest.raises(UsageError, match="neither a file nor a shipped pretrained name"):
+        meta_train(dataclasses.replace(TINY, init_from=str(tmp_path / "missing.pt")), progress=False)

@@ -24,7 +24,7 @@ from optimizer3.flags import (
 )
 from optimizer3 import pretrained
 from optimizer3.meta.checkpoint import load_checkpoint, load_learned_optimizer, meta_params_digest
-from optimizer3.meta.trainer import MetaTrainingInterrupted, meta_train
+from optimizer3.meta.trainer import MetaTrainingInterrupted, meta_train, starting_meta_params
 from optimizer3.provenance import command_line, provenance
 from optimizer3.report import write_results
 from optimizer3.tasks import TaskConfig, make_task_family
@@ -110,10 +110,14 @@ def command_meta_train(args: argparse.Namespace) -> None:
     meta_preset, _ = load_config_file(args.config)
     config = config_from_args(MetaTrainConfig, args, meta_preset)
     _check_task(config.task, args.data_dir)
+    run_info = provenance(args.argv)
+    if config.init_from:  # checked before anything is written; the digest says which optimizer it was
+        start = starting_meta_params(config, torch.Generator().manual_seed(config.seed))
+        run_info["init_from_meta_params_sha256"] = meta_params_digest(start)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
     print("config:", json.dumps({"meta_train": to_dict(config)}))
     _write_json(run_dir / "config.json", {"meta_train": to_dict(config)})
-    _write_json(run_dir / "run.json", provenance(args.argv))
+    _write_json(run_dir / "run.json", run_info)
     result = meta_train(config, run_dir, progress=not args.quiet, data_dir=args.data_dir)
     print(f"best validation loss {result.best_validation:.4g} after {result.seconds:.0f} s; "
           f"checkpoint: {run_dir / 'checkpoint.pt'}")

@@ -90,6 +90,10 @@ class MetaTrainConfig:
     checkpoint_every: int = _field(5, "save a checkpoint every this many trajectories")
     seed: int = _field(0, "seed of meta-parameter initialization and training problems")
     validation_seed: int = _field(1, "seed of the validation problems")
+    init_from: str = _field(
+        "", "start from these meta-parameters instead of random ones: a shipped pretrained name, a "
+        "learned-optimizer file or a training checkpoint (its best); empty: a random start"
+    )
 
     def __post_init__(self) -> None:
         for name in ("horizon", "unroll", "problems", "trajectories", "validation_problems",

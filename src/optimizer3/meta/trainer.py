@@ -26,9 +26,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from optimizer3 import pretrained
 from optimizer3.config import MetaTrainConfig
-from optimizer3.errors import Optimizer3Error
+from optimizer3.errors import Optimizer3Error, UsageError
 from optimizer3.learned.lstm import MetaParams, init_meta_params
+from optimizer3.meta.checkpoint import load_learned_optimizer
 from optimizer3.meta.run_state import (
     RunState, clone_params, make_meta_optimizer, open_metrics, save_state, state_from_checkpoint,
     stop_requests,
@@ -139,9 +141,29 @@ def validate(meta_params: MetaParams, config: MetaTrainConfig, task: Task) -> fl
     return tuning_score(losses[-1])
 
 
+def starting_meta_params(config: MetaTrainConfig, generator: torch.Generator) -> MetaParams:
+    """Random meta-parameters, or those of `config.init_from` (fine-tuning, curricula).
+
+    The random ones are drawn either way, so that a run's training problems do not depend on
+    where it starts. A starting optimizer must have this run's architecture.
+    """
+    meta_params = init_meta_params(config.optimizer, generator)
+    if not config.init_from:
+        return meta_params
+    loaded, source = load_learned_optimizer(pretrained.resolve(config.init_from))
+    ours, theirs = config.optimizer, source.optimizer
+    if dataclasses.replace(theirs, output_init=ours.output_init) != ours:
+        raise UsageError(
+            f"--init-from {config.init_from} is an optimizer of architecture {theirs}; this run's is "
+            f"{ours}; give the run the same --layers, --hidden-size, --preprocessing, --preprocess-p "
+            "and --output-scale"
+        )
+    return {name: tensor.detach().clone().to(meta_params[name].dtype) for name, tensor in loaded.items()}
+
+
 def _fresh_state(config: MetaTrainConfig, validation_task: Task) -> RunState:
     generator = torch.Generator().manual_seed(config.seed)
-    meta_params = init_meta_params(config.optimizer, generator)
+    meta_params = starting_meta_params(config, generator)
     for tensor in meta_params.values():
         tensor.requires_grad_()
     validation = validate(meta_params, config, validation_task)

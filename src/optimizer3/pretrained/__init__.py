@@ -42,6 +42,20 @@ def pretrained_path(name: str, directory: pathlib.Path | None = None) -> pathlib
     return path
 
 
+def resolve(source: str) -> pathlib.Path:
+    """The file of `source`: a shipped pretrained name, or else a path to a learned-optimizer
+    file or a training checkpoint."""
+    if source in available():
+        return pretrained_path(source)
+    path = pathlib.Path(source)
+    if not path.is_file():
+        raise UsageError(
+            f"No learned optimizer {source!r}: it is neither a file nor a shipped pretrained name "
+            f"({', '.join(available())}); give a checkpoint, an exported file or one of those names"
+        )
+    return path
+
+
 def load_card(name: str, directory: pathlib.Path | None = None) -> dict[str, Any]:
     """The card of the pretrained optimizer `name`, as a dict."""
     return json.loads(((directory or PRETRAINED_DIR) / f"{name}.json").read_text())
