@@ -35,8 +35,9 @@ def test_meta_training_is_bit_for_bit_deterministic_per_seed():
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_second_order_and_final_weighting_run():
-    config = dataclasses.replace(TINY, trajectories=2, second_order=True, loss_weights="final")
+def test_second_order_final_weighting_and_log_loss_run():
+    config = dataclasses.replace(TINY, trajectories=2, second_order=True, loss_weights="final",
+                                 meta_objective="log_loss")
     result = meta_train(config, progress=False)
     assert all(torch.isfinite(v).all() for v in result.meta_params.values())
 
@@ -51,7 +52,8 @@ def test_loss_weights():
     "changes,match",
     [({"horizon": 100, "unroll": 30}, "does not divide"), ({"horizon": 0}, "horizon: 0"),
      ({"trajectories": -1}, "trajectories: -1"), ({"meta_lr": 0.0}, "meta learning rate"),
-     ({"validation_seed": 0}, "seeds are both 0"), ({"loss_weights": "cubic"}, "'cubic'")],
+     ({"validation_seed": 0}, "seeds are both 0"), ({"loss_weights": "cubic"}, "'cubic'"),
+     ({"meta_objective": "sqrt"}, "'sqrt'")],
 )
 def test_bad_settings_are_refused(changes, match):
     with pytest.raises(UsageError, match=match):

@@ -1,7 +1,7 @@
 import torch
 
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params, init_state, lstm_step
-from optimizer3.meta.unroll import loss_and_grad, start, unroll
+from optimizer3.meta.unroll import LOG_LOSS_EPS, loss_and_grad, start, unroll
 from optimizer3.tasks.quadratic import QuadraticFamily
 
 
@@ -33,6 +33,14 @@ def test_meta_loss_is_the_weighted_sum_of_mean_losses():
     meta_loss, carry2, losses = unroll(meta, config, task, carry, 3, torch.Generator(), weights=weights)
     torch.testing.assert_close(meta_loss, (losses.mean(1) * weights).sum())
     assert carry2.step == 3
+
+
+def test_log_loss_meta_objective_is_the_weighted_sum_of_mean_log_losses():
+    config, meta, task = _setup()
+    carry, _ = start(task, config, torch.Generator())
+    weights = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    meta_loss, _, losses = unroll(meta, config, task, carry, 3, torch.Generator(), weights=weights, log_loss=True)
+    torch.testing.assert_close(meta_loss, ((losses + LOG_LOSS_EPS).log().mean(1) * weights).sum())
 
 
 def test_truncations_chain_into_the_full_trajectory():

@@ -18,6 +18,7 @@ from optimizer3.tasks import TaskConfig
 
 LOSS_WEIGHTINGS = ("uniform", "linear", "final")
 LR_SCHEDULES = ("cosine", "constant")
+META_OBJECTIVES = ("loss", "log_loss")
 
 
 def _field(default: Any, help: str, **metadata: Any) -> Any:
@@ -74,6 +75,12 @@ class MetaTrainConfig:
         "linear (w_t = t / horizon) or final (only the last step)",
         choices=LOSS_WEIGHTINGS,
     )
+    meta_objective: str = _field(
+        "loss",
+        "what the meta-loss sums over steps: loss (the paper's) or log_loss (the log of each "
+        "problem's loss plus 1e-8, so that halving a small loss counts as much as halving a large one)",
+        choices=META_OBJECTIVES,
+    )
     second_order: bool = _field(
         False, "keep the optimizee's second derivatives in the meta-gradient (slower)"
     )
@@ -114,6 +121,7 @@ class MetaTrainConfig:
             raise UsageError(f"Invalid clip_grad_norm: {self.clip_grad_norm}; use 0 or more")
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("loss_weights", self.loss_weights, LOSS_WEIGHTINGS)
+        _check_choice("meta_objective", self.meta_objective, META_OBJECTIVES)
         if self.seed == self.validation_seed:
             raise UsageError(f"The training and validation seeds are both {self.seed}; make them differ")
 

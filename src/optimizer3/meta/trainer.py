@@ -95,6 +95,7 @@ def meta_gradient(
     meta_loss, carry, _ = unroll(
         meta_params, config.optimizer, task, carry, config.unroll, generator,
         weights=weights, second_order=config.second_order, loss_clip=config.loss_clip,
+        log_loss=config.meta_objective == "log_loss",
     )
     for tensor in meta_params.values():
         tensor.grad = None

@@ -43,6 +43,18 @@ def normalize_losses(losses: torch.Tensor, initial_losses: torch.Tensor, clip: f
     return torch.minimum(torch.nan_to_num(losses, nan=torch.inf), cap)
 
 
+LOG_LOSS_EPS = 1e-8
+
+
+def meta_objective_terms(
+    losses: torch.Tensor, initial_losses: torch.Tensor, clip: float, log_loss: bool
+) -> torch.Tensor:
+    """Each problem's contribution to the meta-loss at one step: its (clipped) loss, or the log
+    of it plus `LOG_LOSS_EPS` with `log_loss`."""
+    values = normalize_losses(losses, initial_losses, clip)
+    return torch.log(values + LOG_LOSS_EPS) if log_loss else values
+
+
 def loss_and_grad(
     task: Task, params: torch.Tensor, batch: object, second_order: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,6 +95,7 @@ def unroll(
     weights: torch.Tensor | None = None,
     second_order: bool = False,
     loss_clip: float = 0.0,
+    log_loss: bool = False,
 ) -> tuple[torch.Tensor, Carry, torch.Tensor]:
     """Run the learned optimizer for `steps` steps from `carry`.
 
@@ -97,10 +110,11 @@ def unroll(
       second_order: keep the optimizee's second derivatives in the meta-graph.
       loss_clip: clip each loss in the meta-loss at this multiple of the problem's initial
         loss (`normalize_losses`); 0 disables.
+      log_loss: the meta-loss sums the log of each loss instead (`meta_objective_terms`).
 
     Returns:
       (meta_loss, carry, losses): `meta_loss` is the weighted sum over steps of the mean loss
-      over problems (so that the meta-gradient is an average over problems); `losses` holds the
+      (or log loss) over problems (so that the meta-gradient is an average over problems); `losses` holds the
       detached per-problem losses after each step, shape [steps, num_problems].
     """
     params, grads, state, step, initial_losses = carry
@@ -112,6 +126,6 @@ def unroll(
         params = params + updates.view(shape)
         losses, grads = loss_and_grad(task, params, task.sample_batch(generator), second_order)
         weight = 1.0 if weights is None else weights[t]
-        meta_loss = meta_loss + weight * normalize_losses(losses, initial_losses, loss_clip).mean()
+        meta_loss = meta_loss + weight * meta_objective_terms(losses, initial_losses, loss_clip, log_loss).mean()
         history.append(losses.detach())
     return meta_loss, Carry(params, grads, state, step + steps, initial_losses), torch.stack(history)
