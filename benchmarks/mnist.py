@@ -1,6 +1,6 @@
 """Speed of MNIST meta-training: seconds per trajectory per optimizee instance.
 
-    python benchmarks/mnist.py --data-dir ../shared/data/mnist
+    python benchmarks/mnist.py --data-dir ../shared/data/mnist [--compile] [--threads N]
 
 One trajectory is 100 steps of an MLP with batch 128, the learned optimizer's forward pass and
 the meta-backward through it (5 truncations of 20 steps, with the meta-optimizer's steps), as
@@ -21,11 +21,14 @@ from optimizer3.tasks import TaskConfig, make_task_family
 from timing import best_trajectory_seconds
 
 
-def seconds_per_trajectory(hidden: tuple[int, ...], instances: int, repeats: int, data_dir: str | None) -> float:
+def seconds_per_trajectory(
+    hidden: tuple[int, ...], instances: int, repeats: int, data_dir: str | None, compile: bool
+) -> float:
     config = MetaTrainConfig(
         task=TaskConfig(name="mnist", hidden=hidden),
         optimizer=LSTMOptimizerConfig(preprocessing="log_sign", output_init="zeros"),
         problems=instances,
+        compile=compile,
     )
     return best_trajectory_seconds(config, repeats, data_dir)
 
@@ -34,10 +37,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--compile", action="store_true", help="the LSTM step through torch.compile")
+    parser.add_argument("--only-base", action="store_true", help="only the base network, 2 instances")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"machine: {machine_description()}")
-    for hidden, instances in (((20,), 1), ((20,), 2), ((20,), 4), ((40,), 1), ((20, 20), 1)):
-        seconds = seconds_per_trajectory(hidden, instances, args.repeats, args.data_dir)
+    cases = (((20,), 2),) if args.only_base else (((20,), 1), ((20,), 2), ((20,), 4), ((40,), 1), ((20, 20), 1))
+    for hidden, instances in cases:
+        seconds = seconds_per_trajectory(hidden, instances, args.repeats, args.data_dir, args.compile)
         coordinates = make_task_family(TaskConfig(name="mnist", hidden=hidden), "train", args.data_dir) \
             .sample(1, torch.Generator()).dim
         print(f"hidden {list(hidden)}, {instances} instance(s) of {coordinates} parameters: "

@@ -83,6 +83,7 @@ def _evaluate(
         tuning_seed=tuning_seed,
         grid=evaluation.grid,
         bootstrap=evaluation.bootstrap,
+        compile=evaluation.compile,
     )
 
 
@@ -157,7 +158,7 @@ def command_reproduce_mnist(args: argparse.Namespace) -> None:
         meta_preset, evaluation_preset = load_config_file(args.config)
     else:
         meta_preset, evaluation_preset = shipped, MNIST_EVALUATION
-    given = given_config_flags(args, MetaTrainConfig)
+    given = [flag for flag in given_config_flags(args, MetaTrainConfig) if flag != "--compile"]
     if given and not args.meta_train:
         raise UsageError(f"{', '.join(given)} change meta-training: add --meta-train to meta-train a fresh "
                          f"optimizer, or drop them to use the shipped one ({name})")

@@ -117,6 +117,7 @@ def compare(
     tuning_seed: int,
     grid: LearningRateGrid,
     bootstrap: int,
+    compile: bool = False,
 ) -> Comparison:
     """Tune every baseline on validation problems, then run all optimizers on the test problems.
 
@@ -129,7 +130,7 @@ def compare(
     runs: dict[str, Run] = {}
     learning_rates, tuning = {}, {}
     if learned is not None:
-        runs["lstm"] = clock("lstm", lambda: run_learned(*learned, test_task, steps, test_seed))
+        runs["lstm"] = clock("lstm", lambda: run_learned(*learned, test_task, steps, test_seed, compile))
     for name in baselines:
         result = clock(f"tune_{name}", lambda: tune_learning_rate(name, tuning_task, steps, tuning_seed, grid))
         learning_rates[name] = result.best_lr

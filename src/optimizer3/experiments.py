@@ -66,7 +66,7 @@ def run_mnist_experiments(
             learned, make_task_family(experiment.task, "heldout", data_dir), evaluation.baselines,
             steps=experiment.steps, test_problems=evaluation.test_problems, test_seed=evaluation.test_seed,
             tuning_problems=evaluation.tuning_problems, tuning_seed=meta.validation_seed,
-            grid=evaluation.grid, bootstrap=evaluation.bootstrap,
+            grid=evaluation.grid, bootstrap=evaluation.bootstrap, compile=evaluation.compile,
         )
         config = {"meta_train": to_dict(meta), "task": to_dict(experiment.task),
                   "evaluation": to_dict(evaluation), "learned_optimizer": learned_source,

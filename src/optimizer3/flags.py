@@ -29,7 +29,11 @@ def flag_name(field: dataclasses.Field) -> str:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: Any) -> None:
-    """One flag per field of the (nested) dataclass `cls`; defaults shown from `defaults`."""
+    """One flag per field of the (nested) dataclass `cls`; defaults shown from `defaults`.
+
+    A field whose flag the parser already has (`compile` is in both the meta-training and the
+    evaluation config) shares that flag: one `--compile` sets both.
+    """
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for field in dataclasses.fields(cls):
@@ -50,7 +54,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: A
             kwargs["metavar"] = hint.__name__.upper()
             if "choices" in field.metadata:
                 kwargs.update(choices=field.metadata["choices"], metavar=None)
-        group.add_argument(flag_name(field), help=f"{help_text} (default: {default})", **kwargs)
+        try:
+            group.add_argument(flag_name(field), help=f"{help_text} (default: {default})", **kwargs)
+        except argparse.ArgumentError:  # the flag exists already: shared
+            continue
 
 
 def config_from_args(cls: type, args: argparse.Namespace, defaults: Any) -> Any:

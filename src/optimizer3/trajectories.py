@@ -59,11 +59,18 @@ def run_baseline(name: str, lr: float, task: Task, steps: int, seed: int) -> Run
 
 
 def run_learned(
-    meta_params: MetaParams, config: LSTMOptimizerConfig, task: Task, steps: int, seed: int
+    meta_params: MetaParams,
+    config: LSTMOptimizerConfig,
+    task: Task,
+    steps: int,
+    seed: int,
+    compile: bool = False,
 ) -> Run:
     """`run_optimizer` with the learned optimizer, applied through `LearnedOptimizer` exactly as
-    a user would apply it to their own model."""
-    return run_optimizer(lambda params: LearnedOptimizer(params, meta_params, config), task, steps, seed)
+    a user would apply it to their own model (`compile`: through `torch.compile`)."""
+    return run_optimizer(
+        lambda params: LearnedOptimizer(params, meta_params, config, compile=compile), task, steps, seed
+    )
 
 
 def tuning_score(final_losses: torch.Tensor) -> float:

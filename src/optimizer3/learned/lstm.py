@@ -10,7 +10,9 @@ References: Andrychowicz et al. 2016, section 2.1 and Figure 3.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -183,3 +185,23 @@ def lstm_step(
     out = torch.addmm(meta_params["output.bias"], x, meta_params["output.weight"])
     updates = out.squeeze(1) * config.output_scale
     return updates, LSTMState(tuple(new_h), tuple(new_c))
+
+
+StepFunction = Callable[[MetaParams, torch.Tensor, LSTMState, LSTMOptimizerConfig], tuple[torch.Tensor, LSTMState]]
+
+
+def step_function(compiled: bool = False) -> StepFunction:
+    """`lstm_step`, or with `compiled` the same function compiled by `torch.compile`.
+
+    Compiling (TorchInductor) fuses the step's element-wise work into a few loops, which on
+    large blocks of coordinates is where eager PyTorch spends most of the step's time (see
+    BENCHMARKS.md). It needs a C++ compiler on CPU, the first calls of each kind (with or
+    without autograd, new shapes) take seconds to tens of seconds to compile, and the results
+    equal the eager step's to floating-point rounding, not bit for bit.
+    """
+    return _compiled_lstm_step() if compiled else lstm_step
+
+
+@functools.cache
+def _compiled_lstm_step() -> StepFunction:
+    return torch.compile(lstm_step)

@@ -95,7 +95,7 @@ def meta_gradient(
     meta_loss, carry, _ = unroll(
         meta_params, config.optimizer, task, carry, config.unroll, generator,
         weights=weights, second_order=config.second_order, loss_clip=config.loss_clip,
-        log_loss=config.meta_objective == "log_loss",
+        log_loss=config.meta_objective == "log_loss", compile=config.compile,
     )
     for tensor in meta_params.values():
         tensor.grad = None
@@ -138,7 +138,8 @@ def train_trajectory(
 
 def validate(meta_params: MetaParams, config: MetaTrainConfig, task: Task) -> float:
     """Mean final loss of the learned optimizer on the fixed validation problems."""
-    losses = run_learned(meta_params, config.optimizer, task, config.horizon, config.validation_seed).losses
+    losses = run_learned(meta_params, config.optimizer, task, config.horizon, config.validation_seed,
+                         compile=config.compile).losses
     return tuning_score(losses[-1])
 
 

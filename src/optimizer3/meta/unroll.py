@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams, init_state, lstm_step
+from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams, init_state, step_function
 from optimizer3.tasks.base import Task
 
 
@@ -96,6 +96,7 @@ def unroll(
     second_order: bool = False,
     loss_clip: float = 0.0,
     log_loss: bool = False,
+    compile: bool = False,
 ) -> tuple[torch.Tensor, Carry, torch.Tensor]:
     """Run the learned optimizer for `steps` steps from `carry`.
 
@@ -111,6 +112,7 @@ def unroll(
       loss_clip: clip each loss in the meta-loss at this multiple of the problem's initial
         loss (`normalize_losses`); 0 disables.
       log_loss: the meta-loss sums the log of each loss instead (`meta_objective_terms`).
+      compile: run the LSTM step through `torch.compile` (`learned.lstm.step_function`).
 
     Returns:
       (meta_loss, carry, losses): `meta_loss` is the weighted sum over steps of the mean loss
@@ -121,6 +123,7 @@ def unroll(
     shape = params.shape
     meta_loss = params.new_zeros(())
     history = []
+    lstm_step = step_function(compile)
     for t in range(steps):
         updates, state = lstm_step(meta_params, grads.reshape(-1), state, config)
         params = params + updates.view(shape)

@@ -1,0 +1,57 @@
+"""The LSTM step through torch.compile: the same update rule, to floating-point rounding."""
+
+import shutil
+
+import pytest
+import torch
+
+from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params, lstm_step, step_function
+from optimizer3.meta.unroll import start, unroll
+from optimizer3.optim.learned import LearnedOptimizer
+from optimizer3.tasks.quadratic import QuadraticFamily
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                                reason="torch.compile needs a C++ compiler on CPU")
+
+CONFIG = LSTMOptimizerConfig(preprocessing="log_sign")
+
+
+def _meta():
+    return init_meta_params(CONFIG, torch.Generator().manual_seed(0))
+
+
+def test_step_function_is_the_eager_step_unless_compiled():
+    assert step_function(False) is lstm_step
+    assert step_function(True) is step_function(True) is not lstm_step
+
+
+def test_compiled_drop_in_follows_the_eager_trajectory():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(30, 17), torch.nn.Tanh(), torch.nn.Linear(17, 3))
+    twin = torch.nn.Sequential(torch.nn.Linear(30, 17), torch.nn.Tanh(), torch.nn.Linear(17, 3))
+    twin.load_state_dict(model.state_dict())
+    eager = LearnedOptimizer(model.parameters(), _meta(), CONFIG)
+    compiled = LearnedOptimizer(twin.parameters(), _meta(), CONFIG, compile=True)
+    inputs, targets = torch.randn(64, 30), torch.randn(64, 3)
+    for _ in range(5):
+        for net, opt in ((model, eager), (twin, compiled)):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(net(inputs), targets).backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(eager.state[p]["h"], compiled.state[q]["h"], rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_meta_gradient_matches_the_eager_one():
+    task = QuadraticFamily(dim=6).sample(8, torch.Generator().manual_seed(1))
+    grads = []
+    for compile in (False, True):
+        meta = {k: v.requires_grad_() for k, v in _meta().items()}
+        carry, _ = start(task, CONFIG, torch.Generator().manual_seed(2))
+        meta_loss, _, _ = unroll(meta, CONFIG, task, carry, 6, torch.Generator().manual_seed(3), compile=compile)
+        meta_loss.backward()
+        grads.append({k: v.grad for k, v in meta.items()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
