@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 from typing import Any
@@ -336,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("optimizer3: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output stopped (| head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (Optimizer3Error, ValueError) as error:
         # ValueError covers the validation in config dataclasses and torch.optim's own checks.
         print(f"optimizer3: error: {error}", file=sys.stderr)
