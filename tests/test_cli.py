@@ -243,3 +243,30 @@ def test_meta_train_from_a_shipped_optimizer_records_which_one(tmp_path, capsys)
     _fails_cleanly(capsys, ["meta-train", "--init-from", "nothing.pt", "--run-dir", str(tmp_path / "other"), *TINY],
                    "nothing.pt", "quadratic")
     assert not (tmp_path / "other").exists()
+
+
+def test_one_compile_flag_sets_both_configs_and_reproduce_mnist_takes_it_without_meta_train():
+    from optimizer3.cli import build_parser
+    from optimizer3.config import EvaluationConfig, MetaTrainConfig
+    from optimizer3.flags import config_from_args
+
+    args = build_parser().parse_args(["reproduce", "quadratic", "--compile"])
+    assert config_from_args(MetaTrainConfig, args, MetaTrainConfig()).compile
+    assert config_from_args(EvaluationConfig, args, EvaluationConfig()).compile
+
+
+def test_compile_without_a_compiler_and_a_bad_start_stop_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    _fails_cleanly(capsys, ["evaluate", "--pretrained", "quadratic", "--compile", "--run-dir",
+                            str(tmp_path / "eval")], "--compile needs a C++ compiler", "no-such-compiler")
+    _fails_cleanly(capsys, ["reproduce", "quadratic", "--init-from", "nothing.pt", "--run-dir",
+                            str(tmp_path / "rq"), *TINY], "nothing.pt")
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "rq").exists()
+
+
+def test_a_closed_output_pipe_ends_quietly_with_the_sigpipe_status(monkeypatch):
+    def reader_gone(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("optimizer3.pretrained.describe", reader_gone)
+    assert main(["list-pretrained"]) == 141

@@ -7,9 +7,11 @@ defaults. Bad input ends with one line on stderr and exit status 2, before any f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import sys
 from typing import Any
 
@@ -104,6 +106,28 @@ def command_resume(args: argparse.Namespace) -> None:
     print(f"best validation loss {result.best_validation:.4g}; checkpoint: {run_dir / 'checkpoint.pt'}")
 
 
+def _run_record(args: argparse.Namespace, config: MetaTrainConfig | None) -> dict[str, Any]:
+    """run.json's content; checks `config.init_from` first, so that a bad start stops the
+    command before anything is written."""
+    record = provenance(args.argv)
+    if config is not None and config.init_from:
+        start = starting_meta_params(config, torch.Generator().manual_seed(config.seed))
+        record["init_from_meta_params_sha256"] = meta_params_digest(start)
+    return record
+
+
+def _check_compiler() -> None:
+    """torch.compile's CPU backend builds C++; say so in one line instead of a late traceback."""
+    wanted = os.environ.get("CXX")
+    found = shutil.which(wanted) if wanted else any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+    if not found:
+        missing = f"$CXX ({wanted!r}) was not found" if wanted else "none of g++, c++, clang++ is installed"
+        raise UsageError(
+            f"--compile needs a C++ compiler (torch.compile's CPU backend), but {missing}; "
+            "install one or drop --compile"
+        )
+
+
 def command_meta_train(args: argparse.Namespace) -> None:
     if args.resume:
         return command_resume(args)
@@ -112,10 +136,7 @@ def command_meta_train(args: argparse.Namespace) -> None:
     meta_preset, _ = load_config_file(args.config)
     config = config_from_args(MetaTrainConfig, args, meta_preset)
     _check_task(config.task, args.data_dir)
-    run_info = provenance(args.argv)
-    if config.init_from:  # checked before anything is written; the digest says which optimizer it was
-        start = starting_meta_params(config, torch.Generator().manual_seed(config.seed))
-        run_info["init_from_meta_params_sha256"] = meta_params_digest(start)
+    run_info = _run_record(args, config)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
     print("config:", json.dumps({"meta_train": to_dict(config)}))
     _write_json(run_dir / "config.json", {"meta_train": to_dict(config)})
@@ -161,21 +182,24 @@ def command_reproduce_mnist(args: argparse.Namespace) -> None:
         meta_preset, evaluation_preset = shipped, MNIST_EVALUATION
     given = [flag for flag in given_config_flags(args, MetaTrainConfig) if flag != "--compile"]
     if given and not args.meta_train:
-        raise UsageError(f"{', '.join(given)} change meta-training: add --meta-train to meta-train a fresh "
+        raise UsageError(f"{', '.join(given)} change meta-training: add --meta-train to meta-train a new "
                          f"optimizer, or drop them to use the shipped one ({name})")
     meta = config_from_args(MetaTrainConfig, args, meta_preset)
     evaluation = config_from_args(EvaluationConfig, args, evaluation_preset)
+    if not args.meta_train:  # --compile applies to the evaluation only: nothing is trained here
+        meta = dataclasses.replace(meta, compile=meta_preset.compile)
     if meta.task.name != "mnist":
         raise UsageError(f"reproduce mnist needs an MNIST optimizer; {name} was meta-trained on "
                          f"{meta.task.name}" if not args.meta_train else
                          f"reproduce mnist runs the mnist task, not --task {meta.task.name}")
     _check_seeds(meta, evaluation)
     _check_task(meta.task, args.data_dir)
+    run_info = _run_record(args, meta if args.meta_train else None)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir or "runs/mnist-experiments"), args.overwrite)
     config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}
     print("config:", json.dumps(config))
     _write_json(run_dir / "config.json", config)
-    _write_json(run_dir / "run.json", provenance(args.argv))
+    _write_json(run_dir / "run.json", run_info)
     if args.meta_train:
         result = meta_train(meta, run_dir, progress=not args.quiet, data_dir=args.data_dir)
         print(f"meta-training: {result.seconds:.0f} s, best validation loss {result.best_validation:.4g}")
@@ -217,11 +241,12 @@ def command_reproduce(args: argparse.Namespace) -> None:
             f"use meta-train and evaluate for other tasks"
         )
     _check_task(meta.task, args.data_dir)
+    run_info = _run_record(args, meta)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir or f"runs/{args.experiment}"), args.overwrite)
     config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}
     print("config:", json.dumps(config))
     _write_json(run_dir / "config.json", config)
-    _write_json(run_dir / "run.json", provenance(args.argv))
+    _write_json(run_dir / "run.json", run_info)
     result = meta_train(meta, run_dir, progress=not args.quiet, data_dir=args.data_dir)
     print(f"meta-training: {result.seconds:.0f} s, best validation loss {result.best_validation:.4g}")
     learned = (result.best_meta_params, meta.optimizer)
@@ -311,8 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "(meta-train and evaluate) or mnist (the five MNIST experiments)")
     reproduce.add_argument("--pretrained", metavar="NAME", help="mnist: the shipped learned optimizer "
                            "to evaluate (default: mnist)")
-    reproduce.add_argument("--meta-train", action="store_true", help="mnist: meta-train a fresh "
-                           "optimizer first, with the shipped one's recipe unless flags change it")
+    reproduce.add_argument("--meta-train", action="store_true", help="mnist: meta-train a new "
+                           "optimizer first, with the shipped one's recipe (its card's command; for mnist "
+                           "that fine-tunes mnist-base) unless flags change it")
     _common(reproduce, run_dir_required=False)
     _config_file(reproduce)
     add_config_arguments(reproduce, MetaTrainConfig, MetaTrainConfig())
@@ -330,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"Invalid --threads: {args.threads}; use 1 or more")
         torch.set_num_threads(args.threads)
     try:
+        if getattr(args, "compile", None):
+            _check_compiler()
         args.handler(args)
     except MetaTrainingInterrupted as error:  # checkpointed: say how to continue
         print(f"optimizer3: {error}", file=sys.stderr)
@@ -337,9 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("optimizer3: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader of our output stopped (| head): not an error of ours
+    except BrokenPipeError:  # the reader of our output stopped (| head): no traceback, but the
+        # work may be unfinished, so the status says so, as a shell's SIGPIPE would (128 + 13)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return 141
     except (Optimizer3Error, ValueError) as error:
         # ValueError covers the validation in config dataclasses and torch.optim's own checks.
         print(f"optimizer3: error: {error}", file=sys.stderr)

@@ -98,8 +98,9 @@ class MetaTrainConfig:
     seed: int = _field(0, "seed of meta-parameter initialization and training problems")
     validation_seed: int = _field(1, "seed of the validation problems")
     compile: bool = _field(
-        False, "apply the LSTM step through torch.compile: somewhat faster (BENCHMARKS.md) after a "
-        "compile of 20 to 60 s; needs a C++ compiler; results equal to floating-point rounding"
+        False, "apply the LSTM step through torch.compile: up to 17% faster on large models "
+        "(BENCHMARKS.md) after a compile of seconds to a minute; needs a C++ compiler; results "
+        "equal to floating-point rounding"
     )
     init_from: str = _field(
         "", "start from these meta-parameters instead of random ones: a shipped pretrained name, a "
@@ -144,8 +145,9 @@ class EvaluationConfig:
     grid: LearningRateGrid = dataclasses.field(default_factory=LearningRateGrid)
     bootstrap: int = _field(2000, "bootstrap resamples for the 95% intervals")
     compile: bool = _field(
-        False, "apply the LSTM step through torch.compile: somewhat faster (BENCHMARKS.md) after a "
-        "compile of 20 to 60 s; needs a C++ compiler; results equal to floating-point rounding"
+        False, "apply the LSTM step through torch.compile: up to 17% faster on large models "
+        "(BENCHMARKS.md) after a compile of seconds to a minute; needs a C++ compiler; results "
+        "equal to floating-point rounding"
     )
 
     def __post_init__(self) -> None:

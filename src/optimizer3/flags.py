@@ -24,6 +24,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
+SHARED_FLAGS = frozenset({"compile"})
+
+
 def flag_name(field: dataclasses.Field) -> str:
     return "--" + field.metadata.get("flag", field.name).replace("_", "-")
 
@@ -31,8 +34,8 @@ def flag_name(field: dataclasses.Field) -> str:
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: Any) -> None:
     """One flag per field of the (nested) dataclass `cls`; defaults shown from `defaults`.
 
-    A field whose flag the parser already has (`compile` is in both the meta-training and the
-    evaluation config) shares that flag: one `--compile` sets both.
+    A field in `SHARED_FLAGS` whose flag the parser already has (`compile` is in both the
+    meta-training and the evaluation config) shares that flag: one `--compile` sets both.
     """
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
@@ -56,8 +59,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: A
                 kwargs.update(choices=field.metadata["choices"], metavar=None)
         try:
             group.add_argument(flag_name(field), help=f"{help_text} (default: {default})", **kwargs)
-        except argparse.ArgumentError:  # the flag exists already: shared
-            continue
+        except argparse.ArgumentError:
+            if field.name not in SHARED_FLAGS:
+                raise
+            continue  # the flag exists already: shared
 
 
 def config_from_args(cls: type, args: argparse.Namespace, defaults: Any) -> Any:

@@ -47,8 +47,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
         step, which takes the optimizer outside what it was meta-trained on.
       maximize: maximize the objective instead of minimizing it.
       compile: apply the update rule through `torch.compile` (`learned.lstm.step_function`):
-        somewhat faster steps (BENCHMARKS.md) after a first compile of seconds; results equal
-        to floating-point rounding.
+        up to 17% faster steps on large models (BENCHMARKS.md) after a first compile of
+        seconds to a minute; results equal to floating-point rounding.
 
     State per parameter (in `self.state[p]`, created at its first step): `h` and `c`, the
     LSTM's hidden and cell state of shape [layers, numel, hidden], and `step`. The state is
