@@ -142,8 +142,6 @@ def main() -> None:
         sweep_blocks(config, meta, device, args.repeats)
 
 
-
-
 def sweep_blocks(config: LSTMOptimizerConfig, meta, device: torch.device, repeats: int) -> None:
     """Time per step of the ~1M-parameter model for several `CHUNK_ROWS` values."""
     model = mlp(MODELS["MLP 784-1024-256-10"]).to(device)

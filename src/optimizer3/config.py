@@ -19,6 +19,12 @@ from optimizer3.tasks import TaskConfig
 LOSS_WEIGHTINGS = ("uniform", "linear", "final")
 LR_SCHEDULES = ("cosine", "constant")
 META_OBJECTIVES = ("loss", "log_loss")
+# One execution setting in two configs (meta-training, evaluation), shared by one --compile flag.
+COMPILE_HELP = (
+    "apply the LSTM step through torch.compile: up to 17% faster on large models (BENCHMARKS.md) "
+    "after a compile of seconds to a minute; needs a C++ compiler; results equal to "
+    "floating-point rounding"
+)
 
 
 def _field(default: Any, help: str, **metadata: Any) -> Any:
@@ -97,11 +103,7 @@ class MetaTrainConfig:
     checkpoint_every: int = _field(5, "save a checkpoint every this many trajectories")
     seed: int = _field(0, "seed of meta-parameter initialization and training problems")
     validation_seed: int = _field(1, "seed of the validation problems")
-    compile: bool = _field(
-        False, "apply the LSTM step through torch.compile: up to 17% faster on large models "
-        "(BENCHMARKS.md) after a compile of seconds to a minute; needs a C++ compiler; results "
-        "equal to floating-point rounding"
-    )
+    compile: bool = _field(False, COMPILE_HELP)
     init_from: str = _field(
         "", "start from these meta-parameters instead of random ones: a shipped pretrained name, a "
         "learned-optimizer file or a training checkpoint (its best); empty: a random start"
@@ -144,11 +146,7 @@ class EvaluationConfig:
     tuning_problems: int = _field(500, "validation problems used to tune baseline learning rates")
     grid: LearningRateGrid = dataclasses.field(default_factory=LearningRateGrid)
     bootstrap: int = _field(2000, "bootstrap resamples for the 95% intervals")
-    compile: bool = _field(
-        False, "apply the LSTM step through torch.compile: up to 17% faster on large models "
-        "(BENCHMARKS.md) after a compile of seconds to a minute; needs a C++ compiler; results "
-        "equal to floating-point rounding"
-    )
+    compile: bool = _field(False, COMPILE_HELP)
 
     def __post_init__(self) -> None:
         check_baseline_names(self.baselines)

@@ -187,7 +187,9 @@ def lstm_step(
     return updates, LSTMState(tuple(new_h), tuple(new_c))
 
 
-StepFunction = Callable[[MetaParams, torch.Tensor, LSTMState, LSTMOptimizerConfig], tuple[torch.Tensor, LSTMState]]
+StepFunction = Callable[
+    [MetaParams, torch.Tensor, LSTMState, LSTMOptimizerConfig], tuple[torch.Tensor, LSTMState]
+]
 
 
 def step_function(compiled: bool = False) -> StepFunction:
@@ -195,9 +197,10 @@ def step_function(compiled: bool = False) -> StepFunction:
 
     Compiling (TorchInductor) fuses the step's element-wise passes into a few loops, saving
     their memory traffic but not their exponentials: up to 17% faster in this project's CPU
-    benchmarks, and no faster on small models (BENCHMARKS.md). It needs a C++ compiler on CPU, the first calls of each kind (with or
-    without autograd, new shapes) take seconds to a minute to compile, and the results
-    equal the eager step's to floating-point rounding, not bit for bit.
+    benchmarks, and no faster on small models (BENCHMARKS.md). It needs a C++ compiler on
+    CPU, the first calls of each kind (with or without autograd, new shapes) take seconds to
+    a minute to compile, and the results equal the eager step's to floating-point rounding,
+    not bit for bit.
     """
     return _compiled_lstm_step() if compiled else lstm_step
 

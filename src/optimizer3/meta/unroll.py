@@ -116,8 +116,8 @@ def unroll(
 
     Returns:
       (meta_loss, carry, losses): `meta_loss` is the weighted sum over steps of the mean loss
-      (or log loss) over problems (so that the meta-gradient is an average over problems); `losses` holds the
-      detached per-problem losses after each step, shape [steps, num_problems].
+      (or log loss) over problems (so that the meta-gradient is an average over problems);
+      `losses` holds the detached per-problem losses after each step, shape [steps, num_problems].
     """
     params, grads, state, step, initial_losses = carry
     shape = params.shape
@@ -129,6 +129,7 @@ def unroll(
         params = params + updates.view(shape)
         losses, grads = loss_and_grad(task, params, task.sample_batch(generator), second_order)
         weight = 1.0 if weights is None else weights[t]
-        meta_loss = meta_loss + weight * meta_objective_terms(losses, initial_losses, loss_clip, log_loss).mean()
+        terms = meta_objective_terms(losses, initial_losses, loss_clip, log_loss)
+        meta_loss = meta_loss + weight * terms.mean()
         history.append(losses.detach())
     return meta_loss, Carry(params, grads, state, step + steps, initial_losses), torch.stack(history)

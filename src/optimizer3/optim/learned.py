@@ -153,13 +153,17 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 c[k, rows] = new.c[k]
         return updates
 
+    def _shapes(self) -> list[list[list[int]]]:
+        """The shape of every parameter, group by group: what a state dict must match."""
+        return [[list(p.shape) for p in group["params"]] for group in self.param_groups]
+
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's state dict plus the learned optimizer itself (architecture, weights)."""
         state = super().state_dict()
         state["learned"] = {
             "optimizer": to_dict(self.config),
             "meta_params": {k: v.clone() for k, v in self.meta_params.items()},
-            "shapes": [[list(p.shape) for p in group["params"]] for group in self.param_groups],
+            "shapes": self._shapes(),
         }
         return state
 
@@ -183,7 +187,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         except CheckpointError as error:
             raise ValueError(str(error)) from None
         saved_groups = state_dict["param_groups"]
-        shapes = [[list(p.shape) for p in group["params"]] for group in self.param_groups]
+        shapes = self._shapes()
         if learned.get("shapes") != shapes:
             raise ValueError(
                 f"The state dict is for parameters of shapes {learned.get('shapes')}; this optimizer "
