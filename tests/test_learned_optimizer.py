@@ -46,21 +46,23 @@ def _train(model, optimizer, steps, first=0):
     return losses
 
 
-@pytest.mark.parametrize("family,dtype,tolerance", [
-    (QuadraticFamily(dim=6), torch.float64, {}),
+@pytest.mark.parametrize("family,dtype,tolerance,config", [
+    (QuadraticFamily(dim=6), torch.float64, {}, CONFIG),
+    (QuadraticFamily(dim=6), torch.float64, {}, LSTMOptimizerConfig(preprocessing="log_sign",
+                                                                    update_form="direction_magnitude")),
     (MLPFamily(_fake_mnist(), hidden=(7,), activation="sigmoid", batch_size=16, heldout=100), torch.float32,
-     {"rtol": 1e-4, "atol": 1e-5}),
+     {"rtol": 1e-4, "atol": 1e-5}, CONFIG),
 ])
-def test_same_trajectory_as_the_meta_trainers_unroll(family, dtype, tolerance):
+def test_same_trajectory_as_the_meta_trainers_unroll(family, dtype, tolerance, config):
     task = family.sample(3, torch.Generator().manual_seed(1))
-    meta = _meta(dtype=dtype)
+    meta = _meta(config, dtype=dtype)
     if dtype == torch.float64:
         task = family.sample(3, torch.Generator().manual_seed(1), dtype=dtype)
     generator = torch.Generator().manual_seed(5)
-    carry, initial = start(task, CONFIG, generator)
+    carry, initial = start(task, config, generator)
     with torch.no_grad():
-        _, carry, losses = unroll(meta, CONFIG, task, carry, 30, generator)
-    through_optimizer = run_learned(meta, CONFIG, task, 30, seed=5)
+        _, carry, losses = unroll(meta, config, task, carry, 30, generator)
+    through_optimizer = run_learned(meta, config, task, 30, seed=5)
     torch.testing.assert_close(through_optimizer.losses, torch.cat((initial[None], losses)), **tolerance)
     torch.testing.assert_close(through_optimizer.params, carry.params, **tolerance)
     assert not torch.equal(losses[-1], initial)  # the optimizer moved

@@ -7,10 +7,12 @@ from optimizer3.learned.lstm import (
 )
 
 
+@pytest.mark.parametrize("update_form", ["linear", "direction_magnitude"])
 @pytest.mark.parametrize("preprocessing", ["none", "log_sign"])
 @pytest.mark.parametrize("layers,hidden", [(1, 5), (2, 20), (3, 8)])
-def test_shapes(preprocessing, layers, hidden):
-    config = LSTMOptimizerConfig(layers=layers, hidden_size=hidden, preprocessing=preprocessing)
+def test_shapes(preprocessing, layers, hidden, update_form):
+    config = LSTMOptimizerConfig(layers=layers, hidden_size=hidden, preprocessing=preprocessing,
+                                 update_form=update_form)
     params = init_meta_params(config, torch.Generator().manual_seed(0))
     assert {k: tuple(v.shape) for k, v in params.items()} == meta_param_shapes(config)
     state = init_state(config, rows=13)
@@ -20,9 +22,10 @@ def test_shapes(preprocessing, layers, hidden):
     assert all(t.shape == (13, hidden) for t in new_state.h + new_state.c)
 
 
-@pytest.mark.parametrize("preprocessing", ["none", "log_sign"])
-def test_coordinates_do_not_leak_into_each_other(preprocessing):
-    config = LSTMOptimizerConfig(preprocessing=preprocessing)
+@pytest.mark.parametrize("preprocessing,update_form",
+                         [("none", "linear"), ("log_sign", "linear"), ("log_sign", "direction_magnitude")])
+def test_coordinates_do_not_leak_into_each_other(preprocessing, update_form):
+    config = LSTMOptimizerConfig(preprocessing=preprocessing, update_form=update_form)
     params = init_meta_params(config, torch.Generator().manual_seed(1), dtype=torch.float64)
     rows = 6
     state = init_state(config, rows, dtype=torch.float64)
@@ -72,19 +75,20 @@ def test_init_is_deterministic_per_seed():
     "kwargs,match",
     [({"layers": 0}, "layers: 0"), ({"hidden_size": -1}, "hidden size: -1"),
      ({"preprocessing": "x"}, "'x'"), ({"output_scale": 0.0}, "output_scale: 0.0"),
-     ({"preprocess_p": -2.0}, "preprocess_p: -2.0")],
+     ({"preprocess_p": -2.0}, "preprocess_p: -2.0"), ({"update_form": "exp"}, "update_form: 'exp'")],
 )
 def test_bad_config_is_refused(kwargs, match):
     with pytest.raises(UsageError, match=match):
         LSTMOptimizerConfig(**kwargs)
 
 
-def test_zero_output_init_starts_with_zero_updates_and_keeps_the_other_draws():
-    zeros = LSTMOptimizerConfig(output_init="zeros")
+@pytest.mark.parametrize("update_form", ["linear", "direction_magnitude"])
+def test_zero_output_init_starts_with_zero_updates_and_keeps_the_other_draws(update_form):
+    zeros = LSTMOptimizerConfig(output_init="zeros", update_form=update_form)
     params = init_meta_params(zeros, torch.Generator().manual_seed(4))
     updates, _ = lstm_step(params, torch.randn(9), init_state(zeros, 9), zeros)
     assert torch.equal(updates, torch.zeros(9))
-    uniform = init_meta_params(LSTMOptimizerConfig(), torch.Generator().manual_seed(4))
+    uniform = init_meta_params(LSTMOptimizerConfig(update_form=update_form), torch.Generator().manual_seed(4))
     assert all(torch.equal(params[k], uniform[k]) for k in params if not k.startswith("output."))
     with pytest.raises(UsageError, match="output_init"):
         LSTMOptimizerConfig(output_init="ones")
@@ -105,12 +109,17 @@ def _textbook_lstm_step(params, grads, state, config):
         x = o * torch.tanh(c)
         hs.append(x)
         cs.append(c)
+    if config.update_form == "direction_magnitude":
+        direction = x @ params["output.weight"][:, 0] + params["output.bias"][0]
+        log_magnitude = x @ params["output.weight"][:, 1] + params["output.bias"][1]
+        return config.output_scale * direction * torch.exp(log_magnitude), hs, cs
     return (x @ params["output.weight"] + params["output.bias"]).squeeze(1) * config.output_scale, hs, cs
 
 
-@pytest.mark.parametrize("preprocessing", ["none", "log_sign"])
-def test_step_is_the_textbook_lstm(preprocessing):
-    config = LSTMOptimizerConfig(layers=2, hidden_size=7, preprocessing=preprocessing)
+@pytest.mark.parametrize("preprocessing,update_form",
+                         [("none", "linear"), ("log_sign", "linear"), ("log_sign", "direction_magnitude")])
+def test_step_is_the_textbook_lstm(preprocessing, update_form):
+    config = LSTMOptimizerConfig(layers=2, hidden_size=7, preprocessing=preprocessing, update_form=update_form)
     params = init_meta_params(config, torch.Generator().manual_seed(8), dtype=torch.float64)
     rows = 11
     state = init_state(config, rows, dtype=torch.float64)

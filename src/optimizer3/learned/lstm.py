@@ -23,6 +23,7 @@ from optimizer3.learned.preprocess import PREPROCESSINGS, input_size, preprocess
 
 MetaParams = dict[str, torch.Tensor]
 OUTPUT_INITS = ("uniform", "zeros")
+UPDATE_FORMS = ("linear", "direction_magnitude")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,13 @@ class LSTMOptimizerConfig:
                   "(the optimizer starts by not moving; needed for MNIST)",
                   "choices": OUTPUT_INITS},
     )
+    update_form: str = dataclasses.field(
+        default="linear",
+        metadata={"help": "how the output layer makes the update: linear (the paper: output_scale "
+                  "* (w.h + b)) or direction_magnitude (output_scale * d * exp(m), d and m two "
+                  "linear outputs, so the step size can follow the gradient's scale)",
+                  "choices": UPDATE_FORMS},
+    )
 
     def __post_init__(self) -> None:
         if self.layers < 1:
@@ -62,6 +70,10 @@ class LSTMOptimizerConfig:
         if self.output_init not in OUTPUT_INITS:
             raise UsageError(
                 f"Unknown output_init: {self.output_init!r}; choose one of {', '.join(OUTPUT_INITS)}"
+            )
+        if self.update_form not in UPDATE_FORMS:
+            raise UsageError(
+                f"Unknown update_form: {self.update_form!r}; choose one of {', '.join(UPDATE_FORMS)}"
             )
 
 
@@ -85,8 +97,10 @@ def meta_param_shapes(config: LSTMOptimizerConfig) -> dict[str, tuple[int, ...]]
         shapes[f"lstm.{layer}.weight"] = (fan_in + hidden, 4 * hidden)
         shapes[f"lstm.{layer}.bias"] = (4 * hidden,)
         fan_in = hidden
-    shapes["output.weight"] = (hidden, 1)
-    shapes["output.bias"] = (1,)
+    # direction_magnitude: column 0 is the direction d, column 1 the log-magnitude m.
+    outputs = 2 if config.update_form == "direction_magnitude" else 1
+    shapes["output.weight"] = (hidden, outputs)
+    shapes["output.bias"] = (outputs,)
     return shapes
 
 
@@ -183,7 +197,12 @@ def lstm_step(
         new_h.append(x)
         new_c.append(cell)
     out = torch.addmm(meta_params["output.bias"], x, meta_params["output.weight"])
-    updates = out.squeeze(1) * config.output_scale
+    if config.update_form == "direction_magnitude":
+        # The step's size is exp of a linear function of h, so it can follow a power of |g|
+        # over decades, which the linear form's bounded output cannot (docs/mnist.md, trial 7).
+        updates = out[:, 0] * out[:, 1].exp() * config.output_scale
+    else:
+        updates = out.squeeze(1) * config.output_scale
     return updates, LSTMState(tuple(new_h), tuple(new_c))
 
 

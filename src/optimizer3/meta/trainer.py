@@ -157,8 +157,8 @@ def starting_meta_params(config: MetaTrainConfig, generator: torch.Generator) ->
     if dataclasses.replace(theirs, output_init=ours.output_init) != ours:
         raise UsageError(
             f"--init-from {config.init_from} is an optimizer of architecture {theirs}; this run's is "
-            f"{ours}; give the run the same --layers, --hidden-size, --preprocessing, --preprocess-p "
-            "and --output-scale"
+            f"{ours}; give the run the same --layers, --hidden-size, --preprocessing, --preprocess-p, "
+            "--output-scale and --update-form"
         )
     return {name: tensor.detach().clone().to(meta_params[name].dtype) for name, tensor in loaded.items()}
 

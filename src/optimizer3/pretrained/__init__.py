@@ -179,7 +179,8 @@ def describe(card: dict[str, Any]) -> str:
     lines = [
         f"{card['name']}: {card['description']}",
         f"  architecture: {optimizer['layers']} x {optimizer['hidden_size']} LSTM, "
-        f"preprocessing {optimizer['preprocessing']}, output scale {optimizer['output_scale']}",
+        f"preprocessing {optimizer['preprocessing']}, output scale {optimizer['output_scale']}, "
+        f"{optimizer.get('update_form', 'linear')} update",
         f"  meta-trained: {training['command']}",
         f"    seed {training['seed']}, {training['trajectories']} trajectories, "
         f"{training['seconds']:.0f} s on {training['machine']['processor']} "
