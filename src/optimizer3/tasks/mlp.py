@@ -80,8 +80,12 @@ class MLPTask:
 
     def loss(self, params: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of each instance on its own minibatch, shape [instances]."""
-        logits = self.logits(params, self.images[batch])
-        losses = F.cross_entropy(logits.reshape(-1, CLASSES), self.labels[batch].reshape(-1), reduction="none")
+        # index_select on the flat indices gathers the same rows as images[batch], four times
+        # faster for the 16 instances of a tuning run on a CPU (benchmarks/gather.py).
+        flat = batch.reshape(-1)
+        inputs = self.images.index_select(0, flat).view(*batch.shape, -1)
+        logits = self.logits(params, inputs)
+        losses = F.cross_entropy(logits.reshape(-1, CLASSES), self.labels.index_select(0, flat), reduction="none")
         return losses.view(self.num_problems, -1).mean(dim=1)
 
     @torch.no_grad()
