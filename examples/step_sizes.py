@@ -6,9 +6,12 @@
 Trains held-out MLP instances (the base network of the paper's section 3.2) with the optimizer
 and, at a few steps, groups the coordinates by the decade of their gradient's magnitude. For
 each group it prints the median step size |Δθ|, the median ratio |Δθ| / |g|, and the fraction
-of coordinates that moved against their gradient (downhill). An optimizer whose step follows
-the gradient, like SGD or NAG, has a ratio that stays put across decades; a sign-like one, such
-as Adam at a steady state, has a step size that stays put instead.
+of coordinates that moved against their gradient (downhill). SGD's ratio is the same in every
+decade (its learning rate); NAG's step grows with the gradient but less than in proportion
+(momentum keeps small, noisy gradients' steps from shrinking with them); a sign-like rule, such
+as Adam's, keeps a step size that hardly depends on the gradient. Coordinates outside the
+decades 1e-6 to 1e-1 (most of them with a zero gradient: MNIST's blank border pixels) are
+counted in one line and left out of the table.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ DECADES = range(-6, -1)
 
 
 def describe_steps(grads: torch.Tensor, steps: torch.Tensor) -> list[str]:
-    """One line per gradient decade with enough coordinates to say something."""
+    """A line counting the coordinates outside `DECADES`, then one line per decade with at
+    least 50 coordinates."""
     magnitude = grads.abs()
     decade = magnitude.clamp_min(1e-30).log10().floor()
-    lines = []
+    outside = int(((decade < DECADES[0]) | (decade > DECADES[-1])).sum())
+    lines = [f"  {outside} coordinates with |g| outside [1e{DECADES[0]}, 1e{DECADES[-1] + 1}) left out"]
     for low in DECADES:
         chosen = decade == low
         count = int(chosen.sum())

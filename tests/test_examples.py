@@ -22,16 +22,22 @@ def _column(line, label):
 
 def test_step_sizes_tells_a_gradient_following_step_from_a_sign_like_one():
     step_sizes = _load("step_sizes")
-    grads = torch.cat([torch.full((100,), 10.0**k) for k in range(-5, -1)])
+    # 100 coordinates at 3e-5, 3e-4, 3e-3 and 3e-2; 10 at 3e-6 (too few for a line); 7 zeros.
+    grads = torch.cat([torch.full((100,), 3 * 10.0**k) for k in range(-5, -1)]
+                      + [torch.full((10,), 3e-6), torch.zeros(7)])
     grads[::2] *= -1
     proportional = step_sizes.describe_steps(grads, -0.5 * grads)
     sign_like = step_sizes.describe_steps(grads, -0.01 * grads.sign())
-    assert len(proportional) == len(sign_like) == 4  # one line per decade with data
-    assert [_column(line, "median |step|/|g|") for line in proportional] == [0.5] * 4
-    assert [_column(line, "median |step|") for line in sign_like] == [0.01] * 4
-    assert all(_column(line, "downhill") == 1.0 for line in proportional + sign_like)
+    for lines in (proportional, sign_like):
+        assert lines[0].strip().startswith("7 coordinates")  # the zeros
+        assert [line.split(")")[0].strip() for line in lines[1:]] == [
+            f"|g| in [1e{k}, 1e{k + 1}" for k in range(-5, -1)]
+        assert all(" 100 coordinates" in line for line in lines[1:])
+    assert [_column(line, "median |step|/|g|") for line in proportional[1:]] == [0.5] * 4
+    assert [_column(line, "median |step|") for line in sign_like[1:]] == [0.01] * 4
+    assert all(_column(line, "downhill") == 1.0 for line in proportional[1:] + sign_like[1:])
     uphill = step_sizes.describe_steps(grads, grads)
-    assert all(_column(line, "downhill") == 0.0 for line in uphill)
+    assert all(_column(line, "downhill") == 0.0 for line in uphill[1:])
 
 
 def test_step_sizes_runs_on_real_mnist(mnist_dir, monkeypatch, capsys):

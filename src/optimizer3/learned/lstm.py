@@ -41,7 +41,7 @@ class LSTMOptimizerConfig:
         default=10.0, metadata={"help": "the p of log_sign preprocessing"}
     )
     output_scale: float = dataclasses.field(
-        default=0.1, metadata={"help": "the LSTM's linear output is multiplied by this"}
+        default=0.1, metadata={"help": "the update (see --update-form) is multiplied by this"}
     )
     output_init: str = dataclasses.field(
         default="uniform",
@@ -198,8 +198,8 @@ def lstm_step(
         new_c.append(cell)
     out = torch.addmm(meta_params["output.bias"], x, meta_params["output.weight"])
     if config.update_form == "direction_magnitude":
-        # The step's size is exp of a linear function of h, so it can follow a power of |g|
-        # over decades, which the linear form's bounded output cannot (docs/mnist.md, trial 7).
+        # The step's size is exp of a linear function of h: with log-encoded gradients it can
+        # be a power of |g|, where the linear form is at best linear in log|g| (docs/mnist.md).
         updates = out[:, 0] * out[:, 1].exp() * config.output_scale
     else:
         updates = out.squeeze(1) * config.output_scale
