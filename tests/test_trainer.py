@@ -136,5 +136,10 @@ def test_a_start_of_another_architecture_or_unknown_source_is_refused(tmp_path):
                                 init_from=str(tmp_path / "checkpoint.pt"))
     with pytest.raises(UsageError, match="architecture"):
         meta_train(wider, progress=False)
+    other_form = dataclasses.replace(
+        TINY, optimizer=dataclasses.replace(TINY.optimizer, update_form="direction_magnitude"),
+        init_from=str(tmp_path / "checkpoint.pt"))
+    with pytest.raises(UsageError, match="--update-form"):
+        meta_train(other_form, progress=False)
     with pytest.raises(UsageError, match="neither a file nor a shipped pretrained name"):
         meta_train(dataclasses.replace(TINY, init_from=str(tmp_path / "missing.pt")), progress=False)
