@@ -245,7 +245,7 @@ def test_meta_train_from_a_shipped_optimizer_records_which_one(tmp_path, capsys)
     assert not (tmp_path / "other").exists()
 
 
-def test_one_compile_flag_sets_both_configs_and_reproduce_mnist_takes_it_without_meta_train():
+def test_one_compile_flag_sets_both_configs():
     from optimizer3.cli import build_parser
     from optimizer3.config import EvaluationConfig, MetaTrainConfig
     from optimizer3.flags import config_from_args
