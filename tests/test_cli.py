@@ -1,6 +1,9 @@
 """The command line on tiny budgets, including bad input: one line, exit 2, nothing touched."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -270,3 +273,15 @@ def test_a_closed_output_pipe_ends_quietly_with_the_sigpipe_status(monkeypatch):
 
     monkeypatch.setattr("optimizer3.pretrained.describe", reader_gone)
     assert main(["list-pretrained"]) == 141
+
+
+def test_the_command_into_a_closed_pipe_exits_with_the_sigpipe_status_and_no_traceback():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command writes a byte
+    try:
+        finished = subprocess.run([sys.executable, "-m", "optimizer3", "list-pretrained"], stdout=write_end,
+                                  stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert finished.returncode == 141
+    assert finished.stderr == ""

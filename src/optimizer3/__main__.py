@@ -1,5 +1,3 @@
-import sys
+from optimizer3.cli import run
 
-from optimizer3.cli import main
-
-sys.exit(main())
+run()

@@ -13,7 +13,7 @@ import os
 import pathlib
 import shutil
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -33,6 +33,7 @@ from optimizer3.report import write_results
 from optimizer3.tasks import TaskConfig, make_task_family
 
 EXPERIMENTS = ("quadratic", "mnist")
+SIGPIPE_STATUS = 128 + 13  # what a shell reports for a command that SIGPIPE ended
 
 
 def prepare_run_dir(path: pathlib.Path, overwrite: bool) -> pathlib.Path:
@@ -359,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "compile", None):
             _check_compiler()
         args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at exit
     except MetaTrainingInterrupted as error:  # checkpointed: say how to continue
         print(f"optimizer3: {error}", file=sys.stderr)
         return 130
@@ -366,9 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         print("optimizer3: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of our output stopped (| head): no traceback, but the
-        # work may be unfinished, so the status says so, as a shell's SIGPIPE would (128 + 13)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        # work may be unfinished, so the status says so, as a shell's SIGPIPE would
+        return SIGPIPE_STATUS
     except (Optimizer3Error, ValueError) as error:
         # ValueError covers the validation in config dataclasses and torch.optim's own checks.
         print(f"optimizer3: error: {error}", file=sys.stderr)
@@ -376,5 +377,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> NoReturn:
+    """The console command: `main`, then exit with its status."""
+    status = main()
+    if status == SIGPIPE_STATUS:
+        # Python flushes stdout at exit, which would fail again into the closed pipe: point the
+        # descriptor at devnull first. Done here, not in `main`, which a program (or a test
+        # runner that captures output) may call without exiting.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
