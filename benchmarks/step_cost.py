@@ -6,7 +6,7 @@ For the MNIST MLP of the paper (15,910 parameters) and an MLP of about one milli
 median time per `step()` of each optimizer, optimizer-state bytes per parameter, and the
 learned step's arithmetic rate against the bound that matters for it: this machine's
 float32 matrix-multiply throughput on the LSTM's own matrix shapes (a block of
-`CHUNK_ROWS` coordinates times each layer's weight), measured here. A large square matrix
+`chunk_rows(device)` coordinates times each layer's weight), measured here. A large square matrix
 product is timed too, for scale.
 """
 
@@ -21,7 +21,7 @@ import torch
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.learned.preprocess import input_size
 from optimizer3.optim import learned as learned_module
-from optimizer3.optim.learned import CHUNK_ROWS, LearnedOptimizer
+from optimizer3.optim.learned import LearnedOptimizer, chunk_rows
 from optimizer3.provenance import describe_machine, machine
 
 MODELS = {
@@ -64,8 +64,8 @@ def median_seconds(call, device: torch.device, repeats: int) -> float:
 
 
 def gemm_bound(config: LSTMOptimizerConfig, device: torch.device, repeats: int) -> float:
-    """FLOP/s of float32 matrix products with the LSTM's shapes on blocks of CHUNK_ROWS rows."""
-    rows = CHUNK_ROWS if device.type == "cpu" else 1 << 20
+    """FLOP/s of float32 matrix products with the LSTM's shapes on blocks of `chunk_rows` rows."""
+    rows = chunk_rows(device)
     shapes, fan_in = [], input_size(config.preprocessing)
     for _ in range(config.layers):
         shapes.append((fan_in + config.hidden_size, 4 * config.hidden_size))
@@ -86,7 +86,7 @@ def square_gemm(device: torch.device, repeats: int) -> float:
 
 def elementwise_ns(device: torch.device, repeats: int) -> dict[str, float]:
     """Nanoseconds per element of the step's element-wise operations on a block of gates."""
-    gates = torch.randn(CHUNK_ROWS, 80, device=device)
+    gates = torch.randn(chunk_rows(device), 80, device=device)
     calls = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "mul": lambda x: x * x}
     return {name: median_seconds(lambda: call(gates), device, repeats * 5) / gates.numel() * 1e9
             for name, call in calls.items()}
@@ -114,10 +114,10 @@ def main() -> None:
     meta = init_meta_params(config, torch.Generator().manual_seed(0))
     bound = gemm_bound(config, device, args.repeats)
     print(f"machine: {describe_machine(machine())}; device {device}")
-    print(f"float32 matrix products, LSTM shapes ({CHUNK_ROWS} rows): {bound / 1e9:.1f} GFLOP/s; "
+    print(f"float32 matrix products, LSTM shapes ({chunk_rows(device)} rows): {bound / 1e9:.1f} GFLOP/s; "
           f"square 2048: {square_gemm(device, args.repeats) / 1e9:.1f} GFLOP/s")
     print(f"learned optimizer: {flops_per_coordinate(config):,} matrix FLOPs per parameter per step")
-    print(f"element-wise on {CHUNK_ROWS} x 80 floats, ns per element: " + ", ".join(
+    print(f"element-wise on {chunk_rows(device)} x 80 floats, ns per element: " + ", ".join(
         f"{name} {ns:.2f}" for name, ns in elementwise_ns(device, args.repeats).items()))
     print("| model | parameters | LearnedOptimizer step | Adam(foreach) step | ratio | learned GFLOP/s "
           "| fraction of bound | state bytes/param (learned, Adam) |")
@@ -143,18 +143,18 @@ def main() -> None:
 
 
 def sweep_blocks(config: LSTMOptimizerConfig, meta, device: torch.device, repeats: int) -> None:
-    """Time per step of the ~1M-parameter model for several `CHUNK_ROWS` values."""
+    """Time per step of the ~1M-parameter model for several block sizes (`chunk_rows`)."""
     model = mlp(MODELS["MLP 784-1024-256-10"]).to(device)
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
-    default = learned_module.CHUNK_ROWS
-    for rows in (1024, 2048, 4096, 8192, 16384, 32768, 65536, 1 << 30):
-        learned_module.CHUNK_ROWS = rows
+    default = learned_module.chunk_rows
+    for rows in (1024, 2048, 4096, 8192, 16384, 32768, 65536, 1 << 18, 1 << 20, 1 << 30):
+        learned_module.chunk_rows = lambda _device, rows=rows: rows
         optimizer = LearnedOptimizer(model.parameters(), meta, config)
         seconds = median_seconds(optimizer.step, device, max(3, repeats // 4))
         label = "whole parameter" if rows == 1 << 30 else f"{rows} rows"
         print(f"block of {label}: {seconds * 1e3:.0f} ms per step")
-    learned_module.CHUNK_ROWS = default
+    learned_module.chunk_rows = default
 
 
 if __name__ == "__main__":

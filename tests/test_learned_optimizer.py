@@ -20,6 +20,7 @@ from optimizer3.trajectories import run_learned
 from test_mlp import _fake_mnist
 
 CONFIG = LSTMOptimizerConfig(preprocessing="log_sign")
+MOMENTUM = LSTMOptimizerConfig(preprocessing="log_sign", momentum_inputs=(0.5, 0.9, 0.99))
 
 
 def _meta(config=CONFIG, seed=0, dtype=torch.float32):
@@ -50,6 +51,7 @@ def _train(model, optimizer, steps, first=0):
     (QuadraticFamily(dim=6), torch.float64, {}, CONFIG),
     (QuadraticFamily(dim=6), torch.float64, {}, LSTMOptimizerConfig(preprocessing="log_sign",
                                                                     update_form="direction_magnitude")),
+    (QuadraticFamily(dim=6), torch.float64, {}, MOMENTUM),
     (MLPFamily(_fake_mnist(), hidden=(7,), activation="sigmoid", batch_size=16, heldout=100), torch.float32,
      {"rtol": 1e-4, "atol": 1e-5}, CONFIG),
 ])
@@ -68,21 +70,26 @@ def test_same_trajectory_as_the_meta_trainers_unroll(family, dtype, tolerance, c
     assert not torch.equal(losses[-1], initial)  # the optimizer moved
 
 
-def test_blocks_of_rows_give_the_same_update_as_one_call(monkeypatch):
+@pytest.mark.parametrize("config", [CONFIG, MOMENTUM])
+def test_blocks_of_rows_give_the_same_update_as_one_call(monkeypatch, config):
     monkeypatch.setattr(learned_module, "CHUNK_ROWS", 7)  # 50 rows: 7 full blocks and a part
-    meta = _meta(dtype=torch.float64)
+    meta = _meta(config, dtype=torch.float64)
     param = torch.zeros(5, 10, dtype=torch.float64, requires_grad=True)
-    optimizer = LearnedOptimizer([param], meta, CONFIG)
-    state = init_state(CONFIG, 50, dtype=torch.float64)
+    optimizer = LearnedOptimizer([param], meta, config)
+    state = init_state(config, 50, dtype=torch.float64)
     expected = torch.zeros(50, dtype=torch.float64)
     for step in range(3):
         grads = torch.randn(5, 10, dtype=torch.float64)
         param.grad = grads.clone()
         optimizer.step()
-        updates, state = lstm_step(meta, grads.reshape(-1), state, CONFIG)
+        updates, state = lstm_step(meta, grads.reshape(-1), state, config)
         expected += updates
         torch.testing.assert_close(param.detach().reshape(-1), expected, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(optimizer.state[param]["h"][1], state.h[1], rtol=1e-12, atol=1e-15)
+    if config.momentum_inputs:
+        torch.testing.assert_close(optimizer.state[param]["momentum"], state.momentum, rtol=1e-12, atol=1e-15)
+    else:
+        assert "momentum" not in optimizer.state[param]
     assert optimizer.state[param]["step"] == 3
 
 
@@ -153,17 +160,18 @@ def test_maximize_follows_the_negated_gradient():
     torch.testing.assert_close(up.detach(), down.detach())
 
 
-def test_state_dict_round_trip_resumes_exactly():
-    meta = _meta(seed=1)
+@pytest.mark.parametrize("config", [CONFIG, MOMENTUM])
+def test_state_dict_round_trip_resumes_exactly(config):
+    meta = _meta(config, seed=1)
     model = _model()
-    optimizer = LearnedOptimizer(model.parameters(), meta, CONFIG)
+    optimizer = LearnedOptimizer(model.parameters(), meta, config)
     uninterrupted = _train(model, optimizer, 10)
 
     model = _model()
-    optimizer = LearnedOptimizer(model.parameters(), meta, CONFIG)
+    optimizer = LearnedOptimizer(model.parameters(), meta, config)
     first = _train(model, optimizer, 10)[:5]
     model = _model()
-    optimizer = LearnedOptimizer(model.parameters(), meta, CONFIG)
+    optimizer = LearnedOptimizer(model.parameters(), meta, config)
     _train(model, optimizer, 5)
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
@@ -172,11 +180,19 @@ def test_state_dict_round_trip_resumes_exactly():
 
     resumed_model = _model(seed=99)
     resumed_model.load_state_dict(saved["model"])
-    other_meta = _meta(seed=2)  # the state dict carries the meta-parameters too
-    resumed = LearnedOptimizer(resumed_model.parameters(), other_meta, CONFIG)
+    other_meta = _meta(config, seed=2)  # the state dict carries the meta-parameters too
+    resumed = LearnedOptimizer(resumed_model.parameters(), other_meta, config)
     resumed.load_state_dict(saved["optimizer"])
     rest = _train(resumed_model, resumed, 5, first=5)
     assert first + rest == uninterrupted
+    if config.momentum_inputs:
+        broken = copy.deepcopy(saved["optimizer"])
+        broken["state"][0]["momentum"] = broken["state"][0]["momentum"][:, :2]
+        with pytest.raises(ValueError, match=r"state momentum for parameter 0 has shape \(20, 2\)"):
+            LearnedOptimizer(_model().parameters(), meta, config).load_state_dict(broken)
+        plain = LearnedOptimizer(_model().parameters(), _meta(), CONFIG)
+        with pytest.raises(ValueError, match="architecture"):
+            plain.load_state_dict(saved["optimizer"])
 
 
 def test_load_state_dict_refuses_what_does_not_fit():
@@ -238,11 +254,12 @@ def test_dtypes_keep_float32_state_below_float64(dtype):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_matches_cpu():
-    meta = _meta(seed=6)
+@pytest.mark.parametrize("config", [CONFIG, MOMENTUM])
+def test_cuda_matches_cpu(config):
+    meta = _meta(config, seed=6)
     cpu_model, gpu_model = _model(), _model().cuda()
-    cpu_losses = _train(cpu_model, LearnedOptimizer(cpu_model.parameters(), meta, CONFIG), 5)
-    gpu_optimizer = LearnedOptimizer(gpu_model.parameters(), meta, CONFIG)
+    cpu_losses = _train(cpu_model, LearnedOptimizer(cpu_model.parameters(), meta, config), 5)
+    gpu_optimizer = LearnedOptimizer(gpu_model.parameters(), meta, config)
     gpu_losses = _train(gpu_model, gpu_optimizer, 5)
     assert gpu_optimizer.state[next(gpu_model.parameters())]["h"].is_cuda
     torch.testing.assert_close(torch.tensor(gpu_losses), torch.tensor(cpu_losses), rtol=1e-4, atol=1e-5)
@@ -309,11 +326,12 @@ def test_groups_given_as_generators_keep_their_parameters():
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_a_first_call_under_inference_mode_does_not_break_meta_gradients():
+@pytest.mark.parametrize("momentum_inputs", [(), (0.3, 0.7)])
+def test_a_first_call_under_inference_mode_does_not_break_meta_gradients(momentum_inputs):
     from optimizer3.learned import lstm as lstm_module
 
-    lstm_module._DOUBLERS.clear()
-    config = LSTMOptimizerConfig(hidden_size=3)  # a size no other test uses first
+    lstm_module._CONSTANTS.clear()  # the cached constants are made under inference_mode below
+    config = LSTMOptimizerConfig(hidden_size=3, momentum_inputs=momentum_inputs)
     meta = _meta(config)
     with torch.inference_mode():
         lstm_step(meta, torch.randn(4), init_state(config, 4), config)

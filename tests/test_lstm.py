@@ -22,10 +22,11 @@ def test_shapes(preprocessing, layers, hidden, update_form):
     assert all(t.shape == (13, hidden) for t in new_state.h + new_state.c)
 
 
-@pytest.mark.parametrize("preprocessing,update_form",
-                         [("none", "linear"), ("log_sign", "linear"), ("log_sign", "direction_magnitude")])
-def test_coordinates_do_not_leak_into_each_other(preprocessing, update_form):
-    config = LSTMOptimizerConfig(preprocessing=preprocessing, update_form=update_form)
+@pytest.mark.parametrize("preprocessing,update_form,momentum_inputs",
+                         [("none", "linear", ()), ("log_sign", "linear", ()), ("log_sign", "direction_magnitude", ()),
+                          ("log_sign", "linear", (0.5, 0.9))])
+def test_coordinates_do_not_leak_into_each_other(preprocessing, update_form, momentum_inputs):
+    config = LSTMOptimizerConfig(preprocessing=preprocessing, update_form=update_form, momentum_inputs=momentum_inputs)
     params = init_meta_params(config, torch.Generator().manual_seed(1), dtype=torch.float64)
     rows = 6
     state = init_state(config, rows, dtype=torch.float64)
@@ -75,7 +76,9 @@ def test_init_is_deterministic_per_seed():
     "kwargs,match",
     [({"layers": 0}, "layers: 0"), ({"hidden_size": -1}, "hidden size: -1"),
      ({"preprocessing": "x"}, "'x'"), ({"output_scale": 0.0}, "output_scale: 0.0"),
-     ({"preprocess_p": -2.0}, "preprocess_p: -2.0"), ({"update_form": "exp"}, "update_form: 'exp'")],
+     ({"preprocess_p": -2.0}, "preprocess_p: -2.0"), ({"update_form": "exp"}, "update_form: 'exp'"),
+     ({"momentum_inputs": (0.9, 1.0)}, "decay: 1.0"), ({"momentum_inputs": (-0.1,)}, "decay: -0.1"),
+     ({"momentum_inputs": ("a",)}, "decay: 'a'")],
 )
 def test_bad_config_is_refused(kwargs, match):
     with pytest.raises(UsageError, match=match):
@@ -100,6 +103,10 @@ def _textbook_lstm_step(params, grads, state, config):
 
     hidden = config.hidden_size
     x = preprocess(grads, config.preprocessing, config.preprocess_p)
+    momentum = []
+    for j, decay in enumerate(config.momentum_inputs):
+        momentum.append(decay * state.momentum[:, j] + (1 - decay) * grads)
+        x = torch.cat((x, preprocess(momentum[-1], config.preprocessing, config.preprocess_p)), 1)
     hs, cs = [], []
     for layer in range(config.layers):
         z = torch.cat((x, state.h[layer]), 1) @ params[f"lstm.{layer}.weight"] + params[f"lstm.{layer}.bias"]
@@ -112,22 +119,48 @@ def _textbook_lstm_step(params, grads, state, config):
     if config.update_form == "direction_magnitude":
         direction = x @ params["output.weight"][:, 0] + params["output.bias"][0]
         log_magnitude = x @ params["output.weight"][:, 1] + params["output.bias"][1]
-        return config.output_scale * direction * torch.exp(log_magnitude), hs, cs
-    return (x @ params["output.weight"] + params["output.bias"]).squeeze(1) * config.output_scale, hs, cs
+        updates = config.output_scale * direction * torch.exp(log_magnitude)
+    else:
+        updates = (x @ params["output.weight"] + params["output.bias"]).squeeze(1) * config.output_scale
+    return updates, hs, cs, momentum
 
 
-@pytest.mark.parametrize("preprocessing,update_form",
-                         [("none", "linear"), ("log_sign", "linear"), ("log_sign", "direction_magnitude")])
-def test_step_is_the_textbook_lstm(preprocessing, update_form):
-    config = LSTMOptimizerConfig(layers=2, hidden_size=7, preprocessing=preprocessing, update_form=update_form)
+@pytest.mark.parametrize("preprocessing,update_form,momentum_inputs", [
+    ("none", "linear", ()), ("log_sign", "linear", ()), ("log_sign", "direction_magnitude", ()),
+    ("log_sign", "linear", (0.5, 0.9, 0.99)), ("none", "direction_magnitude", (0.0, 0.9)),
+])
+def test_step_is_the_textbook_lstm(preprocessing, update_form, momentum_inputs):
+    config = LSTMOptimizerConfig(layers=2, hidden_size=7, preprocessing=preprocessing, update_form=update_form,
+                                 momentum_inputs=momentum_inputs)
     params = init_meta_params(config, torch.Generator().manual_seed(8), dtype=torch.float64)
     rows = 11
     state = init_state(config, rows, dtype=torch.float64)
-    # A non-zero state, so that the forget gate and the recurrent weights matter.
-    state = type(state)(tuple(torch.randn_like(h) for h in state.h), tuple(3 * torch.randn_like(c) for c in state.c))
+    # A non-zero state, so that the forget gate, the recurrent weights and the averages matter.
+    momentum = None if state.momentum is None else torch.randn_like(state.momentum)
+    state = type(state)(tuple(torch.randn_like(h) for h in state.h), tuple(3 * torch.randn_like(c) for c in state.c),
+                        momentum)
     grads = torch.randn(rows, dtype=torch.float64) * torch.logspace(-8, 1, rows, dtype=torch.float64)
     updates, new_state = lstm_step(params, grads, state, config)
-    expected, hs, cs = _textbook_lstm_step(params, grads, state, config)
+    expected, hs, cs, averages = _textbook_lstm_step(params, grads, state, config)
     torch.testing.assert_close(updates, expected, rtol=1e-12, atol=1e-14)
     for got, want in zip(new_state.h + new_state.c, tuple(hs) + tuple(cs)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    if momentum_inputs:
+        torch.testing.assert_close(new_state.momentum, torch.stack(averages, 1), rtol=1e-12, atol=1e-14)
+    else:
+        assert new_state.momentum is None
+
+
+def test_moving_averages_start_at_zero_and_accumulate():
+    config = LSTMOptimizerConfig(hidden_size=4, preprocessing="log_sign", momentum_inputs=(0.5, 0.9))
+    params = init_meta_params(config, torch.Generator().manual_seed(9), dtype=torch.float64)
+    assert meta_param_shapes(config)["lstm.0.weight"] == (2 * 3 + 4, 16)
+    state = init_state(config, 3, dtype=torch.float64)
+    assert torch.equal(state.momentum, torch.zeros(3, 2, dtype=torch.float64))
+    first, second = torch.tensor([1.0, -2.0, 4.0], dtype=torch.float64), torch.tensor([3.0, 0.0, -4.0], dtype=torch.float64)
+    _, state = lstm_step(params, first, state, config)
+    _, state = lstm_step(params, second, state, config)
+    decay = torch.tensor([0.5, 0.9], dtype=torch.float64)
+    expected = decay * (1 - decay) * first[:, None] + (1 - decay) * second[:, None]
+    torch.testing.assert_close(state.momentum, expected, rtol=1e-15, atol=0)
+    assert torch.equal(state.detach().momentum, state.momentum)

@@ -56,6 +56,12 @@ class LSTMOptimizerConfig:
                   "linear outputs, so the step size can follow the gradient's scale)",
                   "choices": UPDATE_FORMS},
     )
+    momentum_inputs: tuple[float, ...] = dataclasses.field(
+        default=(),
+        metadata={"help": "decay rates of moving averages of the gradient that the LSTM sees "
+                  "beside the gradient, each encoded like it (e.g. 0.5 0.9 0.99; none: the paper's "
+                  "inputs)", "type": float},
+    )
 
     def __post_init__(self) -> None:
         if self.layers < 1:
@@ -75,23 +81,37 @@ class LSTMOptimizerConfig:
             raise UsageError(
                 f"Unknown update_form: {self.update_form!r}; choose one of {', '.join(UPDATE_FORMS)}"
             )
+        for decay in self.momentum_inputs:
+            if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+                raise UsageError(
+                    f"Invalid momentum input decay: {decay!r}; use numbers in [0, 1), e.g. 0.5 0.9 0.99"
+                )
+
+    @property
+    def input_size(self) -> int:
+        """LSTM inputs per coordinate: the encoded gradient and each encoded moving average."""
+        return input_size(self.preprocessing) * (1 + len(self.momentum_inputs))
 
 
 class LSTMState(NamedTuple):
-    """Per-coordinate recurrent state: one `[rows, hidden]` tensor per layer for h and for c."""
+    """Per-coordinate recurrent state: one `[rows, hidden]` tensor per layer for h and for c,
+    and with `momentum_inputs` the gradient's moving averages, `[rows, len(momentum_inputs)]`
+    (None without)."""
 
     h: tuple[torch.Tensor, ...]
     c: tuple[torch.Tensor, ...]
+    momentum: torch.Tensor | None = None
 
     def detach(self) -> "LSTMState":
-        return LSTMState(tuple(t.detach() for t in self.h), tuple(t.detach() for t in self.c))
+        momentum = None if self.momentum is None else self.momentum.detach()
+        return LSTMState(tuple(t.detach() for t in self.h), tuple(t.detach() for t in self.c), momentum)
 
 
 def meta_param_shapes(config: LSTMOptimizerConfig) -> dict[str, tuple[int, ...]]:
     """Name and shape of every meta-parameter, in a fixed order."""
     hidden = config.hidden_size
     shapes: dict[str, tuple[int, ...]] = {}
-    fan_in = input_size(config.preprocessing)
+    fan_in = config.input_size
     for layer in range(config.layers):
         # One matrix for [input, h] -> the four gates, ordered (input, forget, output, cell).
         shapes[f"lstm.{layer}.weight"] = (fan_in + hidden, 4 * hidden)
@@ -136,28 +156,54 @@ def init_state(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> LSTMState:
-    """Zero hidden and cell state for `rows` coordinates."""
+    """Zero hidden and cell state (and zero moving averages) for `rows` coordinates."""
     zeros = tuple(
         torch.zeros(rows, config.hidden_size, dtype=dtype, device=device)
         for _ in range(config.layers)
     )
-    return LSTMState(zeros, tuple(torch.zeros_like(z) for z in zeros))
+    momentum = None
+    if config.momentum_inputs:
+        momentum = torch.zeros(rows, len(config.momentum_inputs), dtype=dtype, device=device)
+    return LSTMState(zeros, tuple(torch.zeros_like(z) for z in zeros), momentum)
 
 
-_DOUBLERS: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """`torch.tensor(values)`, made once per dtype and device."""
+    key = (values, dtype, device)
+    if key not in _CONSTANTS:
+        # A normal tensor even when first asked for under inference_mode: an inference tensor
+        # here would break every later call that autograd records (meta-training).
+        with torch.inference_mode(False):
+            _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
+    return _CONSTANTS[key]
 
 
 def _candidate_doubler(hidden: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """[1, ..., 1, 2, ..., 2]: 3 * hidden ones (the gates), hidden twos (the cell candidate)."""
-    key = (hidden, dtype, device)
-    if key not in _DOUBLERS:
-        # A normal tensor even when first asked for under inference_mode: an inference tensor
-        # here would break every later call that autograd records (meta-training).
-        with torch.inference_mode(False):
-            doubler = torch.ones(4 * hidden, dtype=dtype, device=device)
-            doubler[3 * hidden :] = 2.0
-        _DOUBLERS[key] = doubler
-    return _DOUBLERS[key]
+    return _constant((1.0,) * (3 * hidden) + (2.0,) * hidden, dtype, device)
+
+
+def lstm_inputs(
+    grads: torch.Tensor, momentum: torch.Tensor | None, config: LSTMOptimizerConfig
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The LSTM's inputs `[rows, config.input_size]` and the updated moving averages.
+
+    Each moving average is m <- decay * m + (1 - decay) * g, starting from zero (no bias
+    correction: how far a young average lags is for the LSTM to learn), and is encoded by the
+    same preprocessing as the gradient.
+    """
+    if not config.momentum_inputs:
+        return preprocess(grads, config.preprocessing, config.preprocess_p), None
+    decay = _constant(config.momentum_inputs, grads.dtype, grads.device)
+    keep = _constant(tuple(1.0 - d for d in config.momentum_inputs), grads.dtype, grads.device)
+    column = grads.unsqueeze(1)
+    momentum = torch.addcmul(momentum * decay, column, keep)
+    features = torch.cat((column, momentum), dim=1)
+    x = preprocess(features.reshape(-1), config.preprocessing, config.preprocess_p)
+    return x.reshape(grads.shape[0], config.input_size), momentum
 
 
 def lstm_step(
@@ -178,7 +224,7 @@ def lstm_step(
       (updates, new_state): `updates` has shape [rows] and is added to the parameters.
     """
     hidden = config.hidden_size
-    x = preprocess(grads, config.preprocessing, config.preprocess_p)
+    x, momentum = lstm_inputs(grads, state.momentum, config)
     # tanh(z) = 2 sigmoid(2z) - 1. Doubling the cell-candidate columns lets one sigmoid cover
     # all four gates; torch's CPU sigmoid is several times faster than its tanh, and the
     # elementwise work, not the matrix products, bounds this step. (Doubling is exact in
@@ -203,7 +249,7 @@ def lstm_step(
         updates = out[:, 0] * out[:, 1].exp() * config.output_scale
     else:
         updates = out.squeeze(1) * config.output_scale
-    return updates, LSTMState(tuple(new_h), tuple(new_c))
+    return updates, LSTMState(tuple(new_h), tuple(new_c), momentum)
 
 
 StepFunction = Callable[

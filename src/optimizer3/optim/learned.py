@@ -2,14 +2,15 @@
 
 The class only gathers tensors: the update rule is `learned.lstm.lstm_step`, the same function
 the meta-trainer differentiates through, applied to each parameter's coordinates in blocks of
-`CHUNK_ROWS` rows so that the LSTM's intermediate values stay in the CPU cache.
+rows (`chunk_rows`): small ones on a CPU, so that the LSTM's intermediate values stay in its
+cache, large ones on a GPU, where every block costs the same few dozen kernel launches.
 
     opt = LearnedOptimizer.from_pretrained("mnist", model.parameters())
     loss.backward(); opt.step(); opt.zero_grad()
 
 Memory: every parameter coordinate carries the LSTM's hidden and cell state, 2 x layers x
 hidden floats (80 for the default 2 layers of 20 units: 320 bytes per float32 parameter, where
-Adam keeps 8).
+Adam keeps 8), and one more float per moving average of an LSTM with `momentum_inputs`.
 
 References: Andrychowicz et al. 2016, section 2.1.
 """
@@ -27,7 +28,17 @@ from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams, 
 from optimizer3.errors import CheckpointError
 from optimizer3.meta.checkpoint import check_meta_params, load_learned_optimizer
 
+# Rows per block, from `python benchmarks/step_cost.py --sweep-blocks` (BENCHMARKS.md): on a CPU
+# 8,192 rows ran a one-million-parameter step fastest; on an H200, blocks of 8,192 rows made the
+# same step 20 times slower than blocks of 2^20 (launch-bound), which bound the memory that one
+# block's intermediate values take (about 1 GB in float32).
 CHUNK_ROWS = 8192
+ACCELERATOR_CHUNK_ROWS = 1 << 20
+
+
+def chunk_rows(device: torch.device) -> int:
+    """Rows of coordinates per call of the update rule on `device`."""
+    return CHUNK_ROWS if device.type == "cpu" else ACCELERATOR_CHUNK_ROWS
 
 
 def state_dtype(param: torch.Tensor) -> torch.dtype:
@@ -51,8 +62,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
         seconds to a minute; results equal to floating-point rounding.
 
     State per parameter (in `self.state[p]`, created at its first step): `h` and `c`, the
-    LSTM's hidden and cell state of shape [layers, numel, hidden], and `step`. The state is
-    float32 for float32, bfloat16 and float16 parameters, float64 for float64 ones.
+    LSTM's hidden and cell state of shape [layers, numel, hidden], `step`, and for an LSTM
+    with `momentum_inputs` the gradient's moving averages `momentum`, [numel, decays]. The
+    state is float32 for float32, bfloat16 and float16 parameters, float64 for float64 ones.
     """
 
     def __init__(
@@ -108,10 +120,19 @@ class LearnedOptimizer(torch.optim.Optimizer):
             self._meta_cache[key] = {k: v.to(device=device, dtype=dtype) for k, v in self.meta_params.items()}
         return self._meta_cache[key]
 
+    def _state_shapes(self, param: torch.Tensor) -> dict[str, tuple[int, ...]]:
+        """The shape of each state tensor of `param`."""
+        lstm = (self.config.layers, param.numel(), self.config.hidden_size)
+        shapes = {"h": lstm, "c": lstm}
+        if self.config.momentum_inputs:
+            shapes["momentum"] = (param.numel(), len(self.config.momentum_inputs))
+        return shapes
+
     def _init_state(self, param: torch.Tensor) -> dict[str, Any]:
-        shape = (self.config.layers, param.numel(), self.config.hidden_size)
-        zeros = lambda: torch.zeros(shape, dtype=state_dtype(param), device=param.device)  # noqa: E731
-        return {"step": 0, "h": zeros(), "c": zeros()}
+        return {"step": 0, **{
+            key: torch.zeros(shape, dtype=state_dtype(param), device=param.device)
+            for key, shape in self._state_shapes(param).items()
+        }}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -141,16 +162,20 @@ class LearnedOptimizer(torch.optim.Optimizer):
     def _updates(self, grads: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
         """The learned update of every coordinate, advancing its state in place, block by block."""
         meta_params = self._meta_params_for(grads.device, grads.dtype)
-        h, c = state["h"], state["c"]
+        h, c, momentum = state["h"], state["c"], state.get("momentum")
         updates = torch.empty_like(grads)
         layers = range(self.config.layers)
-        for begin in range(0, grads.numel(), CHUNK_ROWS):
-            rows = slice(begin, begin + CHUNK_ROWS)
-            block = LSTMState(tuple(h[k, rows] for k in layers), tuple(c[k, rows] for k in layers))
+        block_rows = chunk_rows(grads.device)
+        for begin in range(0, grads.numel(), block_rows):
+            rows = slice(begin, begin + block_rows)
+            block = LSTMState(tuple(h[k, rows] for k in layers), tuple(c[k, rows] for k in layers),
+                              None if momentum is None else momentum[rows])
             updates[rows], new = self._step_function(meta_params, grads[rows], block, self.config)
             for k in layers:
                 h[k, rows] = new.h[k]
                 c[k, rows] = new.c[k]
+            if momentum is not None:
+                momentum[rows] = new.momentum
         return updates
 
     def _shapes(self) -> list[list[list[int]]]:
@@ -201,10 +226,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
         restored = {}
         for saved_id, saved_state in state_dict["state"].items():
             param = by_id.get(saved_id)
-            if param is None or not isinstance(saved_state, dict) or set(saved_state) != {"step", "h", "c"}:
+            shapes = None if param is None else self._state_shapes(param)
+            if shapes is None or not isinstance(saved_state, dict) or set(saved_state) != {"step", *shapes}:
                 raise ValueError(f"The state dict's state for parameter {saved_id} is not LearnedOptimizer state")
-            expected = (config.layers, param.numel(), config.hidden_size)
-            for key in ("h", "c"):
+            for key, expected in shapes.items():
                 got = tuple(saved_state[key].shape) if isinstance(saved_state[key], torch.Tensor) else None
                 if got != expected:
                     raise ValueError(
@@ -214,7 +239,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
             restored[param] = {
                 "step": int(saved_state["step"]),
                 **{key: saved_state[key].to(device=param.device, dtype=state_dtype(param), copy=True)
-                   for key in ("h", "c")},
+                   for key in shapes},
             }
         super().load_state_dict({"state": {}, "param_groups": saved_groups})
         self.meta_params = {k: v.detach().clone() for k, v in learned["meta_params"].items()}

@@ -180,7 +180,9 @@ def describe(card: dict[str, Any]) -> str:
         f"{card['name']}: {card['description']}",
         f"  architecture: {optimizer['layers']} x {optimizer['hidden_size']} LSTM, "
         f"preprocessing {optimizer['preprocessing']}, output scale {optimizer['output_scale']}, "
-        f"{optimizer.get('update_form', 'linear')} update",
+        f"{optimizer.get('update_form', 'linear')} update"
+        + (f", gradient averages {' '.join(map(str, optimizer['momentum_inputs']))}"
+           if optimizer.get("momentum_inputs") else ""),
         f"  meta-trained: {training['command']}",
         f"    seed {training['seed']}, {training['trajectories']} trajectories, "
         f"{training['seconds']:.0f} s on {training['machine']['processor']} "
