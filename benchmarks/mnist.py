@@ -1,6 +1,6 @@
 """Speed of MNIST meta-training: seconds per trajectory per optimizee instance.
 
-    python benchmarks/mnist.py --data-dir ../shared/data/mnist [--compile] [--threads N]
+    python benchmarks/mnist.py --data-dir ../shared/data/mnist [--compile] [--threads N] [--device cuda]
 
 One trajectory is 100 steps of an MLP with batch 128, the learned optimizer's forward pass and
 the meta-backward through it (5 truncations of 20 steps, with the meta-optimizer's steps), as
@@ -22,13 +22,14 @@ from timing import best_trajectory_seconds
 
 
 def seconds_per_trajectory(
-    hidden: tuple[int, ...], instances: int, repeats: int, data_dir: str | None, compile: bool
+    hidden: tuple[int, ...], instances: int, repeats: int, data_dir: str | None, compile: bool, device: str
 ) -> float:
     config = MetaTrainConfig(
         task=TaskConfig(name="mnist", hidden=hidden),
         optimizer=LSTMOptimizerConfig(preprocessing="log_sign", output_init="zeros"),
         problems=instances,
         compile=compile,
+        device=device,
     )
     return best_trajectory_seconds(config, repeats, data_dir)
 
@@ -40,13 +41,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="the LSTM step through torch.compile")
     parser.add_argument("--only-base", action="store_true", help="only the base network, 2 instances")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--instances", type=int, nargs="+", default=None,
+                        help="instance counts for the base network (default: 1 2 4)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"machine: {machine_description()}")
-    cases = (((20,), 2),) if args.only_base else (((20,), 1), ((20,), 2), ((20,), 4), ((40,), 1), ((20, 20), 1))
+    base = tuple(((20,), count) for count in (args.instances or (1, 2, 4)))
+    cases = (((20,), 2),) if args.only_base else base + (((40,), 1), ((20, 20), 1))
     for hidden, instances in cases:
-        seconds = seconds_per_trajectory(hidden, instances, args.repeats, args.data_dir, args.compile)
+        seconds = seconds_per_trajectory(hidden, instances, args.repeats, args.data_dir, args.compile, args.device)
         coordinates = make_task_family(TaskConfig(name="mnist", hidden=hidden), "train", args.data_dir) \
             .sample(1, torch.Generator()).dim
         print(f"hidden {list(hidden)}, {instances} instance(s) of {coordinates} parameters: "

@@ -15,14 +15,17 @@ from optimizer3.tasks import make_task_family
 def trajectory_runner(config: MetaTrainConfig, data_dir: str | None = None):
     """A function that meta-trains on one fresh trajectory of `config` per call."""
     generator = torch.Generator().manual_seed(0)
-    meta_params = {k: v.requires_grad_() for k, v in init_meta_params(config.optimizer, generator).items()}
+    device = torch.device(config.device)
+    meta_params = {k: v.to(device).requires_grad_() for k, v in init_meta_params(config.optimizer, generator).items()}
     meta_optimizer = torch.optim.Adam(meta_params.values(), lr=1e-3)
-    family = make_task_family(config.task, "train", data_dir)
+    family = make_task_family(config.task, "train", data_dir, config.device)
     weights = loss_weights(config.loss_weights, config.horizon)
 
     def run() -> None:
         task = family.sample(config.problems, generator)
         train_trajectory(meta_params, meta_optimizer, config, task, generator, weights)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the last meta-step's kernels belong to this trajectory
 
     return run
 

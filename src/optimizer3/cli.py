@@ -61,11 +61,12 @@ def _check_seeds(meta: MetaTrainConfig, evaluation: EvaluationConfig) -> None:
         )
 
 
-def _check_task(task: TaskConfig, data_dir: str | None) -> None:
-    """Build the task's families now, so that missing data or a bad setting (a batch larger
-    than the data) stops the command before its run directory is created."""
+def _check_task(task: TaskConfig, data_dir: str | None, device: str = "cpu") -> None:
+    """Build the task's families now, so that missing data, a bad setting (a batch larger
+    than the data) or a device this machine lacks stops the command before its run directory
+    is created."""
     for split in ("train", "heldout"):
-        make_task_family(task, split, data_dir)
+        make_task_family(task, split, data_dir, device)
 
 
 def _evaluate(
@@ -78,7 +79,7 @@ def _evaluate(
 ) -> Comparison:
     return compare(
         learned,
-        make_task_family(task, "heldout", data_dir),
+        make_task_family(task, "heldout", data_dir, evaluation.device),
         evaluation.baselines,
         steps=evaluation.steps or horizon,
         test_problems=evaluation.test_problems,
@@ -101,7 +102,7 @@ def command_resume(args: argparse.Namespace) -> None:
     if checkpoint["trajectory"] >= config.trajectories:
         print(f"{run_dir} is complete: {checkpoint['trajectory']} of {config.trajectories} trajectories")
         return
-    _check_task(config.task, args.data_dir)
+    _check_task(config.task, args.data_dir, config.device)
     print(f"resuming {run_dir} at trajectory {checkpoint['trajectory']} of {config.trajectories}")
     result = meta_train(config, run_dir, progress=not args.quiet, data_dir=args.data_dir, resume=checkpoint)
     print(f"best validation loss {result.best_validation:.4g}; checkpoint: {run_dir / 'checkpoint.pt'}")
@@ -136,7 +137,7 @@ def command_meta_train(args: argparse.Namespace) -> None:
         raise UsageError("meta-train needs --run-dir (a new run) or --resume RUN_DIR (an interrupted one)")
     meta_preset, _ = load_config_file(args.config)
     config = config_from_args(MetaTrainConfig, args, meta_preset)
-    _check_task(config.task, args.data_dir)
+    _check_task(config.task, args.data_dir, config.device)
     run_info = _run_record(args, config)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
     print("config:", json.dumps({"meta_train": to_dict(config)}))
@@ -156,7 +157,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
     evaluation = config_from_args(EvaluationConfig, args, EvaluationConfig())
     task = config_from_args(TaskConfig, args, meta_config.task)
     _check_seeds(meta_config, evaluation)
-    _check_task(task, args.data_dir)
+    _check_task(task, args.data_dir, evaluation.device)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
     print("config:", json.dumps({"task": to_dict(task), "evaluation": to_dict(evaluation)}))
     comparison = _evaluate((meta_params, meta_config.optimizer), task, meta_config.horizon,
@@ -187,14 +188,15 @@ def command_reproduce_mnist(args: argparse.Namespace) -> None:
                          f"optimizer, or drop them to use the shipped one ({name})")
     meta = config_from_args(MetaTrainConfig, args, meta_preset)
     evaluation = config_from_args(EvaluationConfig, args, evaluation_preset)
-    if not args.meta_train:  # --compile applies to the evaluation only: nothing is trained here
-        meta = dataclasses.replace(meta, compile=meta_preset.compile)
+    if not args.meta_train:  # --compile and --device apply to the evaluation only: nothing is trained here
+        meta = dataclasses.replace(meta, compile=meta_preset.compile, device=meta_preset.device)
     if meta.task.name != "mnist":
         raise UsageError(f"reproduce mnist needs an MNIST optimizer; {name} was meta-trained on "
                          f"{meta.task.name}" if not args.meta_train else
                          f"reproduce mnist runs the mnist task, not --task {meta.task.name}")
     _check_seeds(meta, evaluation)
-    _check_task(meta.task, args.data_dir)
+    for device in {meta.device, evaluation.device}:
+        _check_task(meta.task, args.data_dir, device)
     run_info = _run_record(args, meta if args.meta_train else None)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir or "runs/mnist-experiments"), args.overwrite)
     config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}
@@ -241,7 +243,8 @@ def command_reproduce(args: argparse.Namespace) -> None:
             f"reproduce {args.experiment} runs the {args.experiment} task, not --task {meta.task.name}; "
             f"use meta-train and evaluate for other tasks"
         )
-    _check_task(meta.task, args.data_dir)
+    for device in {meta.device, evaluation.device}:
+        _check_task(meta.task, args.data_dir, device)
     run_info = _run_record(args, meta)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir or f"runs/{args.experiment}"), args.overwrite)
     config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}

@@ -11,6 +11,7 @@ import math
 import typing
 from typing import Any
 
+from optimizer3.devices import DEVICE_HELP, check_device_name
 from optimizer3.errors import UsageError
 from optimizer3.learned.lstm import LSTMOptimizerConfig
 from optimizer3.optim.baselines import check_baseline_names
@@ -19,7 +20,7 @@ from optimizer3.tasks import TaskConfig
 LOSS_WEIGHTINGS = ("uniform", "linear", "final")
 LR_SCHEDULES = ("cosine", "constant")
 META_OBJECTIVES = ("loss", "log_loss")
-# One execution setting in two configs (meta-training, evaluation), shared by one --compile flag.
+# Execution settings in two configs (meta-training, evaluation), each shared by one flag.
 COMPILE_HELP = (
     "apply the LSTM step through torch.compile: up to 17% faster on large models (BENCHMARKS.md) "
     "after a compile of seconds to a minute; needs a C++ compiler; results equal to "
@@ -104,6 +105,7 @@ class MetaTrainConfig:
     seed: int = _field(0, "seed of meta-parameter initialization and training problems")
     validation_seed: int = _field(1, "seed of the validation problems")
     compile: bool = _field(False, COMPILE_HELP)
+    device: str = _field("cpu", DEVICE_HELP)
     init_from: str = _field(
         "", "start from these meta-parameters instead of random ones: a shipped pretrained name, a "
         "learned-optimizer file or a training checkpoint (its best); empty: a random start"
@@ -131,6 +133,7 @@ class MetaTrainConfig:
         _check_choice("meta_objective", self.meta_objective, META_OBJECTIVES)
         if self.seed == self.validation_seed:
             raise UsageError(f"The training and validation seeds are both {self.seed}; make them differ")
+        check_device_name(self.device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +150,7 @@ class EvaluationConfig:
     grid: LearningRateGrid = dataclasses.field(default_factory=LearningRateGrid)
     bootstrap: int = _field(2000, "bootstrap resamples for the 95% intervals")
     compile: bool = _field(False, COMPILE_HELP)
+    device: str = _field("cpu", DEVICE_HELP)
 
     def __post_init__(self) -> None:
         check_baseline_names(self.baselines)
@@ -156,6 +160,7 @@ class EvaluationConfig:
                 raise UsageError(f"Invalid {name}: {value}; use a positive integer")
         if self.steps < 0:
             raise UsageError(f"Invalid steps: {self.steps}; use a positive integer, or 0")
+        check_device_name(self.device)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

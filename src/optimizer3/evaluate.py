@@ -140,7 +140,7 @@ def compare(
     summaries = {name: summarize(run[-1], bootstrap, test_seed) for name, run in losses.items()}
     if hasattr(test_task, "test_accuracy"):  # tasks with a test set: the optimizee's accuracy
         for name, run in runs.items():
-            accuracy = test_task.test_accuracy(run.params).double().numpy()
+            accuracy = test_task.test_accuracy(run.params).double().cpu().numpy()
             summaries[name]["test_accuracy"] = float(accuracy.mean())
             summaries[name]["test_accuracy_ci"] = bootstrap_mean_interval(accuracy, bootstrap, test_seed)
     return Comparison(

@@ -63,7 +63,7 @@ def run_mnist_experiments(
     for experiment in mnist_experiments(meta.task, meta.horizon):
         print(f"experiment {experiment.title} ...", flush=True)
         comparison = compare(
-            learned, make_task_family(experiment.task, "heldout", data_dir), evaluation.baselines,
+            learned, make_task_family(experiment.task, "heldout", data_dir, evaluation.device), evaluation.baselines,
             steps=experiment.steps, test_problems=evaluation.test_problems, test_seed=evaluation.test_seed,
             tuning_problems=evaluation.tuning_problems, tuning_seed=meta.validation_seed,
             grid=evaluation.grid, bootstrap=evaluation.bootstrap, compile=evaluation.compile,

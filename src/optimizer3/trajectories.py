@@ -33,7 +33,8 @@ def run_optimizer(
 ) -> Run:
     """Optimize every problem of `task` with a `torch.optim` optimizer; losses [steps + 1, problems].
 
-    Row t of the losses holds the losses after t updates. Initial parameters and minibatches
+    Row t of the losses holds the losses after t updates; the losses come back on the CPU, the
+    parameters on the task's device. Initial parameters and minibatches
     are drawn from a generator seeded with `seed`, in the same order for every optimizer. The
     problems are independent and every optimizer here is coordinatewise, so one optimizer over
     the stacked parameters is one optimizer per problem.
@@ -50,7 +51,7 @@ def run_optimizer(
         optimizer.zero_grad()
         losses.sum().backward()
         optimizer.step()
-    return Run(torch.stack(history), params.detach())
+    return Run(torch.stack(history).cpu(), params.detach())
 
 
 def run_baseline(name: str, lr: float, task: Task, steps: int, seed: int) -> Run:

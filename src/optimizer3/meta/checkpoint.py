@@ -31,6 +31,17 @@ def atomic_save(obj: Any, path: pathlib.Path) -> None:
         torch.save(obj, tmp)
 
 
+def on_cpu(value: Any) -> Any:
+    """`value` with every tensor in it (through dicts, lists and tuples) detached and copied to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
+
+
 def make_checkpoint(
     config: MetaTrainConfig,
     meta_params: MetaParams,
@@ -43,13 +54,14 @@ def make_checkpoint(
     skipped: int = 0,
     consecutive_skips: int = 0,
 ) -> dict[str, Any]:
-    """The checkpoint dict (see `REQUIRED_KEYS` and `OPTIONAL_KEYS`); tensors are copies."""
+    """The checkpoint dict (see `REQUIRED_KEYS` and `OPTIONAL_KEYS`); its tensors are CPU
+    copies, whatever device trained them, so that any machine can load it."""
     return {
         "version": FORMAT_VERSION,
         "config": to_dict(config),
-        "meta_params": {k: v.detach().clone() for k, v in meta_params.items()},
-        "best_meta_params": {k: v.detach().clone() for k, v in best_meta_params.items()},
-        "meta_opt_state": meta_opt_state,
+        "meta_params": on_cpu(meta_params),
+        "best_meta_params": on_cpu(best_meta_params),
+        "meta_opt_state": on_cpu(meta_opt_state),
         "trajectory": trajectory,
         "best_validation": best_validation,
         "rng": rng.clone(),

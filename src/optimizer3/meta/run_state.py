@@ -37,8 +37,8 @@ class RunState:
 
 
 def clone_params(params: MetaParams) -> MetaParams:
-    """Detached copies: a snapshot that later meta-steps do not change."""
-    return {k: v.detach().clone() for k, v in params.items()}
+    """Detached CPU copies: a snapshot that later meta-steps do not change."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
 
 
 def make_meta_optimizer(meta_params: MetaParams, config: MetaTrainConfig) -> torch.optim.Optimizer:
@@ -47,10 +47,12 @@ def make_meta_optimizer(meta_params: MetaParams, config: MetaTrainConfig) -> tor
 
 
 def state_from_checkpoint(config: MetaTrainConfig, checkpoint: dict[str, Any]) -> RunState:
-    """The state a validated checkpoint (`load_checkpoint`) holds, ready to continue."""
-    meta_params = {k: v.clone().requires_grad_() for k, v in checkpoint["meta_params"].items()}
+    """The state a validated checkpoint (`load_checkpoint`) holds, ready to continue on the
+    config's device."""
+    device = torch.device(config.device)
+    meta_params = {k: v.to(device, copy=True).requires_grad_() for k, v in checkpoint["meta_params"].items()}
     meta_optimizer = make_meta_optimizer(meta_params, config)
-    meta_optimizer.load_state_dict(checkpoint["meta_opt_state"])
+    meta_optimizer.load_state_dict(checkpoint["meta_opt_state"])  # moves the state to the params' device
     generator = torch.Generator()
     generator.set_state(checkpoint["rng"])
     return RunState(

@@ -158,16 +158,15 @@ def starting_meta_params(config: MetaTrainConfig, generator: torch.Generator) ->
         raise UsageError(
             f"--init-from {config.init_from} is an optimizer of architecture {theirs}; this run's is "
             f"{ours}; give the run the same --layers, --hidden-size, --preprocessing, --preprocess-p, "
-            "--output-scale and --update-form"
+            "--output-scale, --update-form and --momentum-inputs"
         )
     return {name: tensor.detach().clone().to(meta_params[name].dtype) for name, tensor in loaded.items()}
 
 
 def _fresh_state(config: MetaTrainConfig, validation_task: Task) -> RunState:
     generator = torch.Generator().manual_seed(config.seed)
-    meta_params = starting_meta_params(config, generator)
-    for tensor in meta_params.values():
-        tensor.requires_grad_()
+    device = torch.device(config.device)
+    meta_params = {k: v.to(device).requires_grad_() for k, v in starting_meta_params(config, generator).items()}
     validation = validate(meta_params, config, validation_task)
     return RunState(
         meta_params=meta_params,
@@ -192,11 +191,12 @@ def meta_train(
     Training problems come from the task's meta-training split, validation problems from its
     held-out split (`data_dir` says where to look for data first). With a `run_dir`, metrics
     go to metrics.jsonl and checkpoints to checkpoint.pt, and SIGINT or SIGTERM ends the run
-    after the current trajectory with a checkpoint and `MetaTrainingInterrupted`.
+    after the current trajectory with a checkpoint and `MetaTrainingInterrupted`. The run
+    computes on `config.device`; the meta-parameters it returns and saves are on the CPU.
     """
     began = time.perf_counter()
-    family = make_task_family(config.task, "train", data_dir)
-    validation_task = make_task_family(config.task, "heldout", data_dir).sample(
+    family = make_task_family(config.task, "train", data_dir, config.device)
+    validation_task = make_task_family(config.task, "heldout", data_dir, config.device).sample(
         config.validation_problems, torch.Generator().manual_seed(config.validation_seed)
     )
     weights = loss_weights(config.loss_weights, config.horizon)

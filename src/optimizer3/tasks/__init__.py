@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from optimizer3.devices import device_from_name
 from optimizer3.errors import UsageError
 from optimizer3.tasks.base import Task, TaskFamily
 from optimizer3.tasks.mlp import ACTIVATIONS, MLPFamily
-from optimizer3.tasks.mnist import load_mnist
+from optimizer3.tasks.mnist import load_mnist, on_device
 from optimizer3.tasks.quadratic import QuadraticFamily
 
 TASK_NAMES = ("quadratic", "mnist")
@@ -54,22 +55,27 @@ class TaskConfig:
 
 
 def make_task_family(
-    config: TaskConfig, split: str = "train", data_dir: str | os.PathLike[str] | None = None
+    config: TaskConfig,
+    split: str = "train",
+    data_dir: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
 ) -> TaskFamily:
-    """The task family that `config` names.
+    """The task family that `config` names, whose tasks compute on `device`.
 
     Args:
       config: the task's settings.
       split: "train" for meta-training, "heldout" for validation, tuning and evaluation; tasks
         without data ignore it.
       data_dir: where to look for data first (see `optimizer3.tasks.mnist`).
+      device: where the tasks' tensors live (`optimizer3.devices`); data is copied there once.
     """
     if split not in SPLITS:
         raise UsageError(f"Unknown split: {split!r}; choose one of {', '.join(SPLITS)}")
+    place = device_from_name(str(device))
     if config.name == "quadratic":
-        return QuadraticFamily(dim=config.dim)
+        return QuadraticFamily(dim=config.dim, device=place)
     return MLPFamily(
-        load_mnist(data_dir), hidden=config.hidden, activation=config.activation,
+        on_device(load_mnist(data_dir), place), hidden=config.hidden, activation=config.activation,
         batch_size=config.batch_size, init_scale=config.init_scale, split=split,
     )
 

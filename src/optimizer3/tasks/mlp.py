@@ -51,17 +51,22 @@ class MLPTask:
         return sum(fan_in * fan_out + fan_out for fan_in, fan_out in self.shapes)
 
     def init(self, generator: torch.Generator) -> torch.Tensor:
-        """Weights N(0, (init_scale / sqrt(fan_in))²) and zero biases, for every instance."""
+        """Weights N(0, (init_scale / sqrt(fan_in))²) and zero biases, for every instance.
+
+        Drawn by the CPU `generator` on every device, then moved to the images' device.
+        """
         pieces = []
         for fan_in, fan_out in self.shapes:
             std = self.init_scale / math.sqrt(fan_in)
             pieces.append(torch.randn(self.num_problems, fan_in * fan_out, generator=generator) * std)
             pieces.append(torch.zeros(self.num_problems, fan_out))
-        return torch.cat(pieces, dim=1)
+        return torch.cat(pieces, dim=1).to(self.images.device)
 
     def sample_batch(self, generator: torch.Generator) -> torch.Tensor:
-        """Indices of each instance's own minibatch, shape [instances, batch_size]."""
-        return torch.randint(0, len(self.labels), (self.num_problems, self.batch_size), generator=generator)
+        """Indices of each instance's own minibatch, shape [instances, batch_size] (drawn on the
+        CPU, placed with the images)."""
+        indices = torch.randint(0, len(self.labels), (self.num_problems, self.batch_size), generator=generator)
+        return indices.to(self.images.device)
 
     def logits(self, params: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Class scores [instances, examples, 10] for inputs [instances or 1, examples, pixels]."""

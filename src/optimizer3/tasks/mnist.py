@@ -181,6 +181,22 @@ def _load(paths: tuple[tuple[str, pathlib.Path], ...]) -> MNIST:
     )
 
 
+_ON_DEVICE: dict[tuple[int, torch.device], tuple[MNIST, MNIST]] = {}
+
+
+def on_device(data: MNIST, device: torch.device) -> MNIST:
+    """`data` with its tensors on `device`, copied once per process and device."""
+    if device.type == "cpu":
+        return data
+    key = (id(data), device)
+    if key not in _ON_DEVICE or _ON_DEVICE[key][0] is not data:  # an id can be reused
+        moved = dataclasses.replace(data, **{
+            name: getattr(data, name).to(device) for name in ("train_images", "train_labels", "test_images", "test_labels")
+        })
+        _ON_DEVICE[key] = (data, moved)
+    return _ON_DEVICE[key][1]
+
+
 def load_mnist(data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> MNIST:
     """Find (or download) MNIST and load it into memory once per process."""
     files = locate(data_dir, download=download)

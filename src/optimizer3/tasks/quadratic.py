@@ -48,9 +48,10 @@ class Quadratics:
 
 @dataclasses.dataclass(frozen=True)
 class QuadraticFamily:
-    """W and y drawn i.i.d. standard normal for each problem."""
+    """W and y drawn i.i.d. standard normal for each problem (on the CPU, then moved to `device`)."""
 
     dim: int = 10
+    device: torch.device | str = "cpu"
 
     def __post_init__(self) -> None:
         if self.dim < 1:
@@ -63,4 +64,4 @@ class QuadraticFamily:
             raise UsageError(f"Invalid number of problems: {num_problems}; use 1 or more")
         weights = torch.randn(num_problems, self.dim, self.dim, generator=generator, dtype=dtype)
         targets = torch.randn(num_problems, self.dim, generator=generator, dtype=dtype)
-        return Quadratics(weights, targets)
+        return Quadratics(weights, targets).to(self.device)

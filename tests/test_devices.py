@@ -1,0 +1,120 @@
+"""Devices: names checked before any work, and a GPU run that matches the CPU's.
+
+The CUDA tests run only where a GPU is present; on a CPU-only machine the refusal of
+`--device cuda` is tested instead.
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+from optimizer3.cli import main
+from optimizer3.config import EvaluationConfig, MetaTrainConfig
+from optimizer3.devices import check_device_name, device_from_name
+from optimizer3.errors import UsageError
+from optimizer3.evaluate import compare
+from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
+from optimizer3.meta.checkpoint import load_checkpoint
+from optimizer3.meta.trainer import meta_train
+from optimizer3.optim.tuning import LearningRateGrid
+from optimizer3.tasks import TaskConfig, make_task_family
+from optimizer3.tasks.mlp import MLPFamily
+from optimizer3.tasks.mnist import on_device
+from optimizer3.tasks.quadratic import QuadraticFamily
+from test_mlp import _fake_mnist
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device")
+TINY = MetaTrainConfig(
+    task=TaskConfig(dim=5), optimizer=LSTMOptimizerConfig(momentum_inputs=(0.9,)), horizon=20, unroll=5,
+    problems=16, trajectories=4, validation_problems=32, validate_every=2,
+)
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:x", "", "gpu", "meta"])
+def test_a_name_that_is_no_supported_device_is_refused(name):
+    with pytest.raises(UsageError, match="use cpu, cuda or cuda:N"):
+        check_device_name(name)
+    with pytest.raises(UsageError, match="Invalid device"):
+        MetaTrainConfig(device=name)
+    with pytest.raises(UsageError, match="Invalid device"):
+        EvaluationConfig(device=name)
+
+
+def test_cpu_is_the_default_and_the_tasks_live_there():
+    assert MetaTrainConfig().device == EvaluationConfig().device == "cpu"
+    assert device_from_name("cpu") == torch.device("cpu")
+    task = make_task_family(TaskConfig(dim=3), device="cpu").sample(2, torch.Generator())
+    assert task.weights.device.type == "cpu"
+
+
+def test_one_device_flag_sets_both_configs():
+    from optimizer3.cli import build_parser
+    from optimizer3.flags import config_from_args
+
+    args = build_parser().parse_args(["reproduce", "quadratic", "--device", "cuda:1"])
+    assert config_from_args(MetaTrainConfig, args, MetaTrainConfig()).device == "cuda:1"
+    assert config_from_args(EvaluationConfig, args, EvaluationConfig()).device == "cuda:1"
+
+
+@pytest.mark.skipif(CUDA, reason="this machine has a CUDA device")
+@pytest.mark.parametrize("command", [["meta-train"], ["reproduce", "quadratic"],
+                                     ["evaluate", "--pretrained", "quadratic"]])
+def test_cuda_on_a_machine_without_it_stops_before_anything_is_written(tmp_path, capsys, command):
+    run_dir = tmp_path / "run"
+    assert main([*command, "--device", "cuda", "--run-dir", str(run_dir), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "'cuda'" in error and "no CUDA device" in error and "--device cpu" in error
+    assert not run_dir.exists()
+
+
+@needs_cuda
+def test_a_cuda_index_beyond_the_machines_is_refused():
+    count = torch.cuda.device_count()
+    with pytest.raises(UsageError, match=f"has {count} CUDA device"):
+        device_from_name(f"cuda:{count}")
+
+
+@needs_cuda
+def test_tasks_on_cuda_draw_the_same_problems_and_minibatches():
+    data = _fake_mnist()
+    cpu_family = MLPFamily(data, hidden=(5,), batch_size=8, heldout=100)
+    gpu_family = MLPFamily(on_device(data, torch.device("cuda")), hidden=(5,), batch_size=8, heldout=100)
+    assert on_device(data, torch.device("cuda")) is on_device(data, torch.device("cuda"))  # copied once
+    cpu_task, gpu_task = cpu_family.sample(3, torch.Generator()), gpu_family.sample(3, torch.Generator())
+    g_cpu, g_gpu = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    cpu_params, gpu_params = cpu_task.init(g_cpu), gpu_task.init(g_gpu)
+    assert gpu_params.is_cuda and torch.equal(gpu_params.cpu(), cpu_params)
+    cpu_batch, gpu_batch = cpu_task.sample_batch(g_cpu), gpu_task.sample_batch(g_gpu)
+    assert gpu_batch.is_cuda and torch.equal(gpu_batch.cpu(), cpu_batch)
+    torch.testing.assert_close(gpu_task.loss(gpu_params, gpu_batch).cpu(), cpu_task.loss(cpu_params, cpu_batch))
+    quadratics = QuadraticFamily(dim=4, device="cuda").sample(2, torch.Generator().manual_seed(1))
+    assert torch.equal(quadratics.weights.cpu(), QuadraticFamily(dim=4).sample(2, torch.Generator().manual_seed(1)).weights)
+
+
+@needs_cuda
+def test_meta_training_on_cuda_follows_the_cpu_run_and_saves_cpu_tensors(tmp_path):
+    cpu = meta_train(TINY, progress=False)
+    gpu = meta_train(dataclasses.replace(TINY, device="cuda"), tmp_path, progress=False)
+    for key in cpu.meta_params:
+        assert gpu.meta_params[key].device.type == gpu.best_meta_params[key].device.type == "cpu"
+        torch.testing.assert_close(gpu.meta_params[key], cpu.meta_params[key], rtol=1e-3, atol=1e-4)
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.pt")  # torch.load(weights_only=True), on the CPU
+    tensors = [*checkpoint["meta_params"].values(), *checkpoint["best_meta_params"].values(),
+               *(v for state in checkpoint["meta_opt_state"]["state"].values() for v in state.values())]
+    assert all(t.device.type == "cpu" for t in tensors)
+
+
+@needs_cuda
+def test_a_comparison_on_cuda_matches_the_cpu_one():
+    config = LSTMOptimizerConfig(preprocessing="log_sign")
+    learned = (init_meta_params(config, torch.Generator().manual_seed(0)), config)
+    kwargs = dict(baselines=("sgd", "adam"), steps=20, test_problems=32, test_seed=2, tuning_problems=16,
+                  tuning_seed=1, grid=LearningRateGrid(1e-3, 1.0, per_decade=3), bootstrap=50)
+    cpu = compare(learned, QuadraticFamily(dim=5), **kwargs)
+    gpu = compare(learned, QuadraticFamily(dim=5, device="cuda"), **kwargs)
+    assert gpu.learning_rates == cpu.learning_rates
+    for name in cpu.summaries:
+        assert gpu.summaries[name]["mean"] == pytest.approx(cpu.summaries[name]["mean"], rel=1e-3)
