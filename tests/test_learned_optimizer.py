@@ -21,6 +21,7 @@ from test_mlp import _fake_mnist
 
 CONFIG = LSTMOptimizerConfig(preprocessing="log_sign")
 MOMENTUM = LSTMOptimizerConfig(preprocessing="log_sign", momentum_inputs=(0.5, 0.9, 0.99))
+CORRECTED = LSTMOptimizerConfig(preprocessing="log_sign", momentum_inputs=(0.5, 0.99), momentum_bias_correction=True)
 
 
 def _meta(config=CONFIG, seed=0, dtype=torch.float32):
@@ -70,7 +71,7 @@ def test_same_trajectory_as_the_meta_trainers_unroll(family, dtype, tolerance, c
     assert not torch.equal(losses[-1], initial)  # the optimizer moved
 
 
-@pytest.mark.parametrize("config", [CONFIG, MOMENTUM])
+@pytest.mark.parametrize("config", [CONFIG, MOMENTUM, CORRECTED])
 def test_blocks_of_rows_give_the_same_update_as_one_call(monkeypatch, config):
     monkeypatch.setattr(learned_module, "CHUNK_ROWS", 7)  # 50 rows: 7 full blocks and a part
     meta = _meta(config, dtype=torch.float64)

@@ -103,10 +103,15 @@ def _textbook_lstm_step(params, grads, state, config):
 
     hidden = config.hidden_size
     x = preprocess(grads, config.preprocessing, config.preprocess_p)
-    momentum = []
+    momentum, weights = [], []
+    count = len(config.momentum_inputs)
     for j, decay in enumerate(config.momentum_inputs):
         momentum.append(decay * state.momentum[:, j] + (1 - decay) * grads)
-        x = torch.cat((x, preprocess(momentum[-1], config.preprocessing, config.preprocess_p)), 1)
+        seen = momentum[-1]
+        if config.momentum_bias_correction:
+            weights.append(decay * state.momentum[:, count + j] + (1 - decay))
+            seen = seen / weights[-1]
+        x = torch.cat((x, preprocess(seen, config.preprocessing, config.preprocess_p)), 1)
     hs, cs = [], []
     for layer in range(config.layers):
         z = torch.cat((x, state.h[layer]), 1) @ params[f"lstm.{layer}.weight"] + params[f"lstm.{layer}.bias"]
@@ -122,21 +127,22 @@ def _textbook_lstm_step(params, grads, state, config):
         updates = config.output_scale * direction * torch.exp(log_magnitude)
     else:
         updates = (x @ params["output.weight"] + params["output.bias"]).squeeze(1) * config.output_scale
-    return updates, hs, cs, momentum
+    return updates, hs, cs, momentum + weights
 
 
-@pytest.mark.parametrize("preprocessing,update_form,momentum_inputs", [
-    ("none", "linear", ()), ("log_sign", "linear", ()), ("log_sign", "direction_magnitude", ()),
-    ("log_sign", "linear", (0.5, 0.9, 0.99)), ("none", "direction_magnitude", (0.0, 0.9)),
+@pytest.mark.parametrize("preprocessing,update_form,momentum_inputs,correction", [
+    ("none", "linear", (), False), ("log_sign", "linear", (), False), ("log_sign", "direction_magnitude", (), False),
+    ("log_sign", "linear", (0.5, 0.9, 0.99), False), ("none", "direction_magnitude", (0.0, 0.9), False),
+    ("log_sign", "linear", (0.5, 0.99), True),
 ])
-def test_step_is_the_textbook_lstm(preprocessing, update_form, momentum_inputs):
+def test_step_is_the_textbook_lstm(preprocessing, update_form, momentum_inputs, correction):
     config = LSTMOptimizerConfig(layers=2, hidden_size=7, preprocessing=preprocessing, update_form=update_form,
-                                 momentum_inputs=momentum_inputs)
+                                 momentum_inputs=momentum_inputs, momentum_bias_correction=correction)
     params = init_meta_params(config, torch.Generator().manual_seed(8), dtype=torch.float64)
     rows = 11
     state = init_state(config, rows, dtype=torch.float64)
     # A non-zero state, so that the forget gate, the recurrent weights and the averages matter.
-    momentum = None if state.momentum is None else torch.randn_like(state.momentum)
+    momentum = None if state.momentum is None else torch.rand_like(state.momentum)  # weights stay positive
     state = type(state)(tuple(torch.randn_like(h) for h in state.h), tuple(3 * torch.randn_like(c) for c in state.c),
                         momentum)
     grads = torch.randn(rows, dtype=torch.float64) * torch.logspace(-8, 1, rows, dtype=torch.float64)
@@ -164,3 +170,23 @@ def test_moving_averages_start_at_zero_and_accumulate():
     expected = decay * (1 - decay) * first[:, None] + (1 - decay) * second[:, None]
     torch.testing.assert_close(state.momentum, expected, rtol=1e-15, atol=0)
     assert torch.equal(state.detach().momentum, state.momentum)
+
+
+def test_bias_corrected_averages_are_unbiased_from_the_first_step():
+    corrected = LSTMOptimizerConfig(hidden_size=4, preprocessing="log_sign", momentum_inputs=(0.5, 0.99),
+                                    momentum_bias_correction=True)
+    plain = LSTMOptimizerConfig(hidden_size=4, preprocessing="log_sign", momentum_inputs=(0.5, 0.99))
+    assert meta_param_shapes(corrected) == meta_param_shapes(plain)
+    assert init_state(corrected, 3).momentum.shape == (3, 4)
+    from optimizer3.learned.lstm import lstm_inputs
+
+    grads = torch.tensor([1e-3, -2.0, 0.5], dtype=torch.float64)
+    state = init_state(corrected, 3, dtype=torch.float64)
+    for step in range(1, 4):  # a constant gradient: every corrected average equals it at once
+        x, state.momentum[:] = lstm_inputs(grads, state.momentum, corrected)
+        torch.testing.assert_close(x[:, 2:4], x[:, 0:2], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(x[:, 4:6], x[:, 0:2], rtol=1e-12, atol=1e-12)
+        weights = 1 - torch.tensor([0.5, 0.99], dtype=torch.float64) ** step
+        torch.testing.assert_close(state.momentum[:, 2:], weights.expand(3, 2))
+    with pytest.raises(UsageError, match="--momentum-inputs"):
+        LSTMOptimizerConfig(momentum_bias_correction=True)

@@ -62,6 +62,11 @@ class LSTMOptimizerConfig:
                   "beside the gradient, each encoded like it (e.g. 0.5 0.9 0.99; none: the paper's "
                   "inputs)", "type": float},
     )
+    momentum_bias_correction: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "divide each moving average by 1 - decay^t, as Adam does, so that young "
+                  "averages are not biased toward zero (needs --momentum-inputs)"},
+    )
 
     def __post_init__(self) -> None:
         if self.layers < 1:
@@ -86,17 +91,25 @@ class LSTMOptimizerConfig:
                 raise UsageError(
                     f"Invalid momentum input decay: {decay!r}; use numbers in [0, 1), e.g. 0.5 0.9 0.99"
                 )
+        if self.momentum_bias_correction and not self.momentum_inputs:
+            raise UsageError("momentum_bias_correction needs moving averages: give --momentum-inputs too")
 
     @property
     def input_size(self) -> int:
         """LSTM inputs per coordinate: the encoded gradient and each encoded moving average."""
         return input_size(self.preprocessing) * (1 + len(self.momentum_inputs))
 
+    @property
+    def momentum_columns(self) -> int:
+        """Per-coordinate state of the averages: each average, and with bias correction its
+        weight 1 - decay^t too."""
+        return len(self.momentum_inputs) * (2 if self.momentum_bias_correction else 1)
+
 
 class LSTMState(NamedTuple):
     """Per-coordinate recurrent state: one `[rows, hidden]` tensor per layer for h and for c,
-    and with `momentum_inputs` the gradient's moving averages, `[rows, len(momentum_inputs)]`
-    (None without)."""
+    and with `momentum_inputs` the gradient's moving averages, `[rows, momentum_columns]` (the
+    averages, then with bias correction their weights; None without)."""
 
     h: tuple[torch.Tensor, ...]
     c: tuple[torch.Tensor, ...]
@@ -163,7 +176,7 @@ def init_state(
     )
     momentum = None
     if config.momentum_inputs:
-        momentum = torch.zeros(rows, len(config.momentum_inputs), dtype=dtype, device=device)
+        momentum = torch.zeros(rows, config.momentum_columns, dtype=dtype, device=device)
     return LSTMState(zeros, tuple(torch.zeros_like(z) for z in zeros), momentum)
 
 
@@ -191,17 +204,24 @@ def lstm_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The LSTM's inputs `[rows, config.input_size]` and the updated moving averages.
 
-    Each moving average is m <- decay * m + (1 - decay) * g, starting from zero (no bias
-    correction: how far a young average lags is for the LSTM to learn), and is encoded by the
-    same preprocessing as the gradient.
+    Each moving average is m <- decay * m + (1 - decay) * g, starting from zero, and is encoded
+    by the same preprocessing as the gradient. Without bias correction the LSTM sees m itself
+    (how far a young average lags is for it to learn); with it, m / w, where the weight
+    w <- decay * w + (1 - decay), also from zero, equals 1 - decay^t after t steps.
     """
     if not config.momentum_inputs:
         return preprocess(grads, config.preprocessing, config.preprocess_p), None
     decay = _constant(config.momentum_inputs, grads.dtype, grads.device)
     keep = _constant(tuple(1.0 - d for d in config.momentum_inputs), grads.dtype, grads.device)
     column = grads.unsqueeze(1)
-    momentum = torch.addcmul(momentum * decay, column, keep)
-    features = torch.cat((column, momentum), dim=1)
+    count = len(config.momentum_inputs)
+    averages = torch.addcmul(momentum[:, :count] * decay, column, keep)
+    if config.momentum_bias_correction:
+        weights = torch.addcmul(keep, momentum[:, count:], decay)
+        momentum, seen = torch.cat((averages, weights), dim=1), averages / weights
+    else:
+        momentum = seen = averages
+    features = torch.cat((column, seen), dim=1)
     x = preprocess(features.reshape(-1), config.preprocessing, config.preprocess_p)
     return x.reshape(grads.shape[0], config.input_size), momentum
 

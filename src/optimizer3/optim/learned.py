@@ -63,7 +63,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
     State per parameter (in `self.state[p]`, created at its first step): `h` and `c`, the
     LSTM's hidden and cell state of shape [layers, numel, hidden], `step`, and for an LSTM
-    with `momentum_inputs` the gradient's moving averages `momentum`, [numel, decays]. The
+    with `momentum_inputs` the gradient's moving averages `momentum`, [numel, momentum_columns]. The
     state is float32 for float32, bfloat16 and float16 parameters, float64 for float64 ones.
     """
 
@@ -125,7 +125,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         lstm = (self.config.layers, param.numel(), self.config.hidden_size)
         shapes = {"h": lstm, "c": lstm}
         if self.config.momentum_inputs:
-            shapes["momentum"] = (param.numel(), len(self.config.momentum_inputs))
+            shapes["momentum"] = (param.numel(), self.config.momentum_columns)
         return shapes
 
     def _init_state(self, param: torch.Tensor) -> dict[str, Any]:
