@@ -51,6 +51,17 @@ def test_cpu_is_the_default_and_the_tasks_live_there():
     assert task.weights.device.type == "cpu"
 
 
+def test_a_run_may_be_resumed_on_another_device_but_with_no_other_change(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    tiny = ["--dim", "3", "--horizon", "4", "--unroll", "2", "--problems", "2", "--trajectories", "1",
+            "--validation-problems", "2", "--validate-every", "1", "--quiet", "--threads", "1"]
+    assert main(["meta-train", "--run-dir", str(run_dir), *tiny]) == 0
+    assert main(["meta-train", "--resume", str(run_dir), "--device", "cpu"]) == 0
+    assert "is complete" in capsys.readouterr().out
+    assert main(["meta-train", "--resume", str(run_dir), "--device", "cpu", "--horizon", "8"]) == 2
+    assert "drop --horizon" in capsys.readouterr().err
+
+
 def test_one_device_flag_sets_both_configs():
     from optimizer3.cli import build_parser
     from optimizer3.flags import config_from_args
@@ -61,11 +72,12 @@ def test_one_device_flag_sets_both_configs():
 
 
 @pytest.mark.skipif(CUDA, reason="this machine has a CUDA device")
-@pytest.mark.parametrize("command", [["meta-train"], ["reproduce", "quadratic"],
+@pytest.mark.parametrize("command", [["meta-train"], ["reproduce", "quadratic"], ["reproduce", "mnist"],
                                      ["evaluate", "--pretrained", "quadratic"]])
-def test_cuda_on_a_machine_without_it_stops_before_anything_is_written(tmp_path, capsys, command):
+def test_cuda_on_a_machine_without_it_stops_before_anything_is_written(tmp_path, capsys, command, mnist_dir):
     run_dir = tmp_path / "run"
-    assert main([*command, "--device", "cuda", "--run-dir", str(run_dir), "--quiet"]) == 2
+    data = ["--data-dir", str(mnist_dir)] if "mnist" in command else []
+    assert main([*command, *data, "--device", "cuda", "--run-dir", str(run_dir), "--quiet"]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1
     assert "'cuda'" in error and "no CUDA device" in error and "--device cpu" in error

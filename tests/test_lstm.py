@@ -172,6 +172,13 @@ def test_moving_averages_start_at_zero_and_accumulate():
     assert torch.equal(state.detach().momentum, state.momentum)
 
 
+def test_decays_given_as_a_list_of_ints_become_a_tuple_of_floats():
+    config = LSTMOptimizerConfig(momentum_inputs=[0, 0.9])
+    assert config.momentum_inputs == (0.0, 0.9) and isinstance(config.momentum_inputs[0], float)
+    assert config == LSTMOptimizerConfig(momentum_inputs=(0.0, 0.9))
+    lstm_step(init_meta_params(config, torch.Generator()), torch.randn(3), init_state(config, 3), config)
+
+
 def test_bias_corrected_averages_are_unbiased_from_the_first_step():
     corrected = LSTMOptimizerConfig(hidden_size=4, preprocessing="log_sign", momentum_inputs=(0.5, 0.99),
                                     momentum_bias_correction=True)

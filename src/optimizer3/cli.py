@@ -93,12 +93,15 @@ def _evaluate(
 
 
 def command_resume(args: argparse.Namespace) -> None:
-    given = given_config_flags(args, MetaTrainConfig) + (["--config"] if args.config else [])
+    given = [flag for flag in given_config_flags(args, MetaTrainConfig) if flag != "--device"]
+    given += ["--config"] if args.config else []
     if given:
         raise UsageError(f"--resume continues a run with its stored settings; drop {', '.join(given)}")
     run_dir = pathlib.Path(args.resume)
     checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
     config: MetaTrainConfig = checkpoint["config"]
+    if args.device is not None:  # e.g. on the CPU a run begun on a GPU: continues, not bit for bit
+        config = dataclasses.replace(config, device=args.device)
     if checkpoint["trajectory"] >= config.trajectories:
         print(f"{run_dir} is complete: {checkpoint['trajectory']} of {config.trajectories} trajectories")
         return
@@ -182,14 +185,14 @@ def command_reproduce_mnist(args: argparse.Namespace) -> None:
         meta_preset, evaluation_preset = load_config_file(args.config)
     else:
         meta_preset, evaluation_preset = shipped, MNIST_EVALUATION
-    given = [flag for flag in given_config_flags(args, MetaTrainConfig) if flag != "--compile"]
+    given = [flag for flag in given_config_flags(args, MetaTrainConfig) if flag not in ("--compile", "--device")]
     if given and not args.meta_train:
         raise UsageError(f"{', '.join(given)} change meta-training: add --meta-train to meta-train a new "
                          f"optimizer, or drop them to use the shipped one ({name})")
     meta = config_from_args(MetaTrainConfig, args, meta_preset)
     evaluation = config_from_args(EvaluationConfig, args, evaluation_preset)
     if not args.meta_train:  # --compile and --device apply to the evaluation only: nothing is trained here
-        meta = dataclasses.replace(meta, compile=meta_preset.compile, device=meta_preset.device)
+        meta = dataclasses.replace(meta, compile=meta_preset.compile, device=evaluation.device)
     if meta.task.name != "mnist":
         raise UsageError(f"reproduce mnist needs an MNIST optimizer; {name} was meta-trained on "
                          f"{meta.task.name}" if not args.meta_train else
@@ -383,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> NoReturn:
     """The console command: `main`, then exit with its status."""
     status = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        status = SIGPIPE_STATUS
     if status == SIGPIPE_STATUS:
         # Python flushes stdout at exit, which would fail again into the closed pipe: point the
         # descriptor at devnull first. Done here, not in `main`, which a program (or a test

@@ -91,6 +91,8 @@ class LSTMOptimizerConfig:
                 raise UsageError(
                     f"Invalid momentum input decay: {decay!r}; use numbers in [0, 1), e.g. 0.5 0.9 0.99"
                 )
+        # A tuple of floats whatever was given (a list, ints): configs compare equal and hash.
+        object.__setattr__(self, "momentum_inputs", tuple(float(d) for d in self.momentum_inputs))
         if self.momentum_bias_correction and not self.momentum_inputs:
             raise UsageError("momentum_bias_correction needs moving averages: give --momentum-inputs too")
 

@@ -10,7 +10,8 @@ cache, large ones on a GPU, where every block costs the same few dozen kernel la
 
 Memory: every parameter coordinate carries the LSTM's hidden and cell state, 2 x layers x
 hidden floats (80 for the default 2 layers of 20 units: 320 bytes per float32 parameter, where
-Adam keeps 8), and one more float per moving average of an LSTM with `momentum_inputs`.
+Adam keeps 8), and one more float per moving average of an LSTM with `momentum_inputs` (two
+with `momentum_bias_correction`).
 
 References: Andrychowicz et al. 2016, section 2.1.
 """

@@ -182,6 +182,7 @@ def describe(card: dict[str, Any]) -> str:
         f"preprocessing {optimizer['preprocessing']}, output scale {optimizer['output_scale']}, "
         f"{optimizer.get('update_form', 'linear')} update"
         + (f", gradient averages {' '.join(map(str, optimizer['momentum_inputs']))}"
+           + (" (bias-corrected)" if optimizer.get("momentum_bias_correction") else "")
            if optimizer.get("momentum_inputs") else ""),
         f"  meta-trained: {training['command']}",
         f"    seed {training['seed']}, {training['trajectories']} trajectories, "
