@@ -61,12 +61,13 @@ def _check_seeds(meta: MetaTrainConfig, evaluation: EvaluationConfig) -> None:
         )
 
 
-def _check_task(task: TaskConfig, data_dir: str | None, device: str = "cpu") -> None:
-    """Build the task's families now, so that missing data, a bad setting (a batch larger
-    than the data) or a device this machine lacks stops the command before its run directory
-    is created."""
-    for split in ("train", "heldout"):
-        make_task_family(task, split, data_dir, device)
+def _check_task(task: TaskConfig, data_dir: str | None, *devices: str) -> None:
+    """Build the task's families on each device now, so that missing data, a bad setting (a
+    batch larger than the data) or a device this machine lacks stops the command before its
+    run directory is created."""
+    for device in set(devices):
+        for split in ("train", "heldout"):
+            make_task_family(task, split, data_dir, device)
 
 
 def _evaluate(
@@ -198,8 +199,7 @@ def command_reproduce_mnist(args: argparse.Namespace) -> None:
                          f"{meta.task.name}" if not args.meta_train else
                          f"reproduce mnist runs the mnist task, not --task {meta.task.name}")
     _check_seeds(meta, evaluation)
-    for device in {meta.device, evaluation.device}:
-        _check_task(meta.task, args.data_dir, device)
+    _check_task(meta.task, args.data_dir, meta.device, evaluation.device)
     run_info = _run_record(args, meta if args.meta_train else None)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir or "runs/mnist-experiments"), args.overwrite)
     config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}
@@ -246,8 +246,7 @@ def command_reproduce(args: argparse.Namespace) -> None:
             f"reproduce {args.experiment} runs the {args.experiment} task, not --task {meta.task.name}; "
             f"use meta-train and evaluate for other tasks"
         )
-    for device in {meta.device, evaluation.device}:
-        _check_task(meta.task, args.data_dir, device)
+    _check_task(meta.task, args.data_dir, meta.device, evaluation.device)
     run_info = _run_record(args, meta)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir or f"runs/{args.experiment}"), args.overwrite)
     config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}
@@ -345,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "to evaluate (default: mnist)")
     reproduce.add_argument("--meta-train", action="store_true", help="mnist: meta-train a new "
                            "optimizer first, with the shipped one's recipe (its card's command; for mnist "
-                           "that fine-tunes mnist-momentum-base) unless flags change it")
+                           "that fine-tunes mnist-momentum-base-s3) unless flags change it")
     _common(reproduce, run_dir_required=False)
     _config_file(reproduce)
     add_config_arguments(reproduce, MetaTrainConfig, MetaTrainConfig())

@@ -18,7 +18,7 @@ import torch
 
 from optimizer3.config import MetaTrainConfig
 from optimizer3.learned.lstm import MetaParams
-from optimizer3.meta.checkpoint import atomic_save, make_checkpoint
+from optimizer3.meta.checkpoint import atomic_save, make_checkpoint, on_cpu
 
 
 @dataclasses.dataclass
@@ -38,7 +38,7 @@ class RunState:
 
 def clone_params(params: MetaParams) -> MetaParams:
     """Detached CPU copies: a snapshot that later meta-steps do not change."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
+    return on_cpu(params)
 
 
 def make_meta_optimizer(meta_params: MetaParams, config: MetaTrainConfig) -> torch.optim.Optimizer:
