@@ -23,7 +23,7 @@ from optimizer3.learned.preprocess import PREPROCESSINGS, input_size, preprocess
 
 MetaParams = dict[str, torch.Tensor]
 OUTPUT_INITS = ("uniform", "zeros")
-UPDATE_FORMS = ("linear", "direction_magnitude")
+UPDATE_FORMS = ("linear", "direction_magnitude", "gradient_mix")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +53,17 @@ class LSTMOptimizerConfig:
         default="linear",
         metadata={"help": "how the output layer makes the update: linear (the paper: output_scale "
                   "* (w.h + b)) or direction_magnitude (output_scale * d * exp(m), d and m two "
-                  "linear outputs, so the step size can follow the gradient's scale)",
+                  "linear outputs, so the step size can follow the gradient's scale) or "
+                  "gradient_mix (output_scale * b + mix_scale * sum_j a_j v_j: b and every a_j "
+                  "linear outputs, v_j the raw gradient and each moving average of "
+                  "--momentum-inputs, so a step can be proportional to the gradient, as SGD's "
+                  "and momentum's are)",
                   "choices": UPDATE_FORMS},
+    )
+    mix_scale: float = dataclasses.field(
+        default=10.0,
+        metadata={"help": "with --update-form gradient_mix, the gradient coefficients a_j are "
+                  "multiplied by this: an output a_j = -1 steps mix_scale times v_j downhill"},
     )
     momentum_inputs: tuple[float, ...] = dataclasses.field(
         default=(),
@@ -78,6 +87,8 @@ class LSTMOptimizerConfig:
             raise UsageError(f"Invalid preprocess_p: {self.preprocess_p}; use a positive number")
         if not self.output_scale > 0:
             raise UsageError(f"Invalid output_scale: {self.output_scale}; use a positive number")
+        if not self.mix_scale > 0:
+            raise UsageError(f"Invalid mix_scale: {self.mix_scale}; use a positive number")
         if self.output_init not in OUTPUT_INITS:
             raise UsageError(
                 f"Unknown output_init: {self.output_init!r}; choose one of {', '.join(OUTPUT_INITS)}"
@@ -133,7 +144,10 @@ def meta_param_shapes(config: LSTMOptimizerConfig) -> dict[str, tuple[int, ...]]
         shapes[f"lstm.{layer}.bias"] = (4 * hidden,)
         fan_in = hidden
     # direction_magnitude: column 0 is the direction d, column 1 the log-magnitude m.
-    outputs = 2 if config.update_form == "direction_magnitude" else 1
+    # gradient_mix: column 0 is the bias b, then one coefficient per raw feature (the gradient,
+    # then each moving average).
+    outputs = {"linear": 1, "direction_magnitude": 2,
+               "gradient_mix": 2 + len(config.momentum_inputs)}[config.update_form]
     shapes["output.weight"] = (hidden, outputs)
     shapes["output.bias"] = (outputs,)
     return shapes
@@ -201,21 +215,22 @@ def _candidate_doubler(hidden: int, dtype: torch.dtype, device: torch.device) ->
     return _constant((1.0,) * (3 * hidden) + (2.0,) * hidden, dtype, device)
 
 
-def lstm_inputs(
+def gradient_features(
     grads: torch.Tensor, momentum: torch.Tensor | None, config: LSTMOptimizerConfig
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The LSTM's inputs `[rows, config.input_size]` and the updated moving averages.
+    """The raw features of every coordinate, `[rows, 1 + len(momentum_inputs)]`: the gradient,
+    then each moving average of it as the LSTM sees it; and the updated averages.
 
-    Each moving average is m <- decay * m + (1 - decay) * g, starting from zero, and is encoded
-    by the same preprocessing as the gradient. Without bias correction the LSTM sees m itself
-    (how far a young average lags is for it to learn); with it, m / w, where the weight
-    w <- decay * w + (1 - decay), also from zero, equals 1 - decay^t after t steps.
+    Each moving average is m <- decay * m + (1 - decay) * g, starting from zero. Without bias
+    correction the LSTM sees m itself (how far a young average lags is for it to learn); with
+    it, m / w, where the weight w <- decay * w + (1 - decay), also from zero, equals
+    1 - decay^t after t steps.
     """
+    column = grads.unsqueeze(1)
     if not config.momentum_inputs:
-        return preprocess(grads, config.preprocessing, config.preprocess_p), None
+        return column, None
     decay = _constant(config.momentum_inputs, grads.dtype, grads.device)
     keep = _constant(tuple(1.0 - d for d in config.momentum_inputs), grads.dtype, grads.device)
-    column = grads.unsqueeze(1)
     count = len(config.momentum_inputs)
     averages = torch.addcmul(momentum[:, :count] * decay, column, keep)
     if config.momentum_bias_correction:
@@ -223,9 +238,21 @@ def lstm_inputs(
         momentum, seen = torch.cat((averages, weights), dim=1), averages / weights
     else:
         momentum = seen = averages
-    features = torch.cat((column, seen), dim=1)
+    return torch.cat((column, seen), dim=1), momentum
+
+
+def encode_features(features: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
+    """The LSTM's inputs `[rows, config.input_size]`: every feature encoded by the preprocessing."""
     x = preprocess(features.reshape(-1), config.preprocessing, config.preprocess_p)
-    return x.reshape(grads.shape[0], config.input_size), momentum
+    return x.reshape(features.shape[0], config.input_size)
+
+
+def lstm_inputs(
+    grads: torch.Tensor, momentum: torch.Tensor | None, config: LSTMOptimizerConfig
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The LSTM's inputs `[rows, config.input_size]` and the updated moving averages."""
+    features, momentum = gradient_features(grads, momentum, config)
+    return encode_features(features, config), momentum
 
 
 def lstm_step(
@@ -246,7 +273,8 @@ def lstm_step(
       (updates, new_state): `updates` has shape [rows] and is added to the parameters.
     """
     hidden = config.hidden_size
-    x, momentum = lstm_inputs(grads, state.momentum, config)
+    features, momentum = gradient_features(grads, state.momentum, config)
+    x = encode_features(features, config)
     # tanh(z) = 2 sigmoid(2z) - 1. Doubling the cell-candidate columns lets one sigmoid cover
     # all four gates; torch's CPU sigmoid is several times faster than its tanh, and the
     # elementwise work, not the matrix products, bounds this step. (Doubling is exact in
@@ -269,6 +297,11 @@ def lstm_step(
         # The step's size is exp of a linear function of h: with log-encoded gradients it can
         # be a power of |g|, where the linear form is at best linear in log|g| (docs/mnist.md).
         updates = out[:, 0] * out[:, 1].exp() * config.output_scale
+    elif config.update_form == "gradient_mix":
+        # A per-coordinate, per-step learned combination of the raw gradient and its averages:
+        # constant coefficients make SGD or heavy-ball momentum, so the step can grow with the
+        # gradient the way NAG's does, which the other forms find hard (docs/mnist.md, trial 7).
+        updates = out[:, 0] * config.output_scale + (out[:, 1:] * features).sum(dim=1) * config.mix_scale
     else:
         updates = out.squeeze(1) * config.output_scale
     return updates, LSTMState(tuple(new_h), tuple(new_c), momentum)
