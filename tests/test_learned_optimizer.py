@@ -1,6 +1,7 @@
 """`LearnedOptimizer`: the torch.optim contract, and the same trajectories as the meta-trainer."""
 
 import copy
+import dataclasses
 import io
 import pickle
 
@@ -53,6 +54,8 @@ def _train(model, optimizer, steps, first=0):
     (QuadraticFamily(dim=6), torch.float64, {}, LSTMOptimizerConfig(preprocessing="log_sign",
                                                                     update_form="direction_magnitude")),
     (QuadraticFamily(dim=6), torch.float64, {}, MOMENTUM),
+    (QuadraticFamily(dim=6), torch.float64, {}, dataclasses.replace(MOMENTUM, update_form="gradient_mix",
+                                                                    mix_scale=0.5)),
     (MLPFamily(_fake_mnist(), hidden=(7,), activation="sigmoid", batch_size=16, heldout=100), torch.float32,
      {"rtol": 1e-4, "atol": 1e-5}, CONFIG),
 ])

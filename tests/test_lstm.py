@@ -7,7 +7,7 @@ from optimizer3.learned.lstm import (
 )
 
 
-@pytest.mark.parametrize("update_form", ["linear", "direction_magnitude"])
+@pytest.mark.parametrize("update_form", ["linear", "direction_magnitude", "gradient_mix"])
 @pytest.mark.parametrize("preprocessing", ["none", "log_sign"])
 @pytest.mark.parametrize("layers,hidden", [(1, 5), (2, 20), (3, 8)])
 def test_shapes(preprocessing, layers, hidden, update_form):
@@ -24,7 +24,7 @@ def test_shapes(preprocessing, layers, hidden, update_form):
 
 @pytest.mark.parametrize("preprocessing,update_form,momentum_inputs",
                          [("none", "linear", ()), ("log_sign", "linear", ()), ("log_sign", "direction_magnitude", ()),
-                          ("log_sign", "linear", (0.5, 0.9))])
+                          ("log_sign", "linear", (0.5, 0.9)), ("log_sign", "gradient_mix", (0.5, 0.9))])
 def test_coordinates_do_not_leak_into_each_other(preprocessing, update_form, momentum_inputs):
     config = LSTMOptimizerConfig(preprocessing=preprocessing, update_form=update_form, momentum_inputs=momentum_inputs)
     params = init_meta_params(config, torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -78,14 +78,14 @@ def test_init_is_deterministic_per_seed():
      ({"preprocessing": "x"}, "'x'"), ({"output_scale": 0.0}, "output_scale: 0.0"),
      ({"preprocess_p": -2.0}, "preprocess_p: -2.0"), ({"update_form": "exp"}, "update_form: 'exp'"),
      ({"momentum_inputs": (0.9, 1.0)}, "decay: 1.0"), ({"momentum_inputs": (-0.1,)}, "decay: -0.1"),
-     ({"momentum_inputs": ("a",)}, "decay: 'a'")],
+     ({"momentum_inputs": ("a",)}, "decay: 'a'"), ({"mix_scale": 0.0}, "mix_scale: 0.0")],
 )
 def test_bad_config_is_refused(kwargs, match):
     with pytest.raises(UsageError, match=match):
         LSTMOptimizerConfig(**kwargs)
 
 
-@pytest.mark.parametrize("update_form", ["linear", "direction_magnitude"])
+@pytest.mark.parametrize("update_form", ["linear", "direction_magnitude", "gradient_mix"])
 def test_zero_output_init_starts_with_zero_updates_and_keeps_the_other_draws(update_form):
     zeros = LSTMOptimizerConfig(output_init="zeros", update_form=update_form)
     params = init_meta_params(zeros, torch.Generator().manual_seed(4))
@@ -103,7 +103,7 @@ def _textbook_lstm_step(params, grads, state, config):
 
     hidden = config.hidden_size
     x = preprocess(grads, config.preprocessing, config.preprocess_p)
-    momentum, weights = [], []
+    momentum, weights, features = [], [], [grads]
     count = len(config.momentum_inputs)
     for j, decay in enumerate(config.momentum_inputs):
         momentum.append(decay * state.momentum[:, j] + (1 - decay) * grads)
@@ -111,6 +111,7 @@ def _textbook_lstm_step(params, grads, state, config):
         if config.momentum_bias_correction:
             weights.append(decay * state.momentum[:, count + j] + (1 - decay))
             seen = seen / weights[-1]
+        features.append(seen)
         x = torch.cat((x, preprocess(seen, config.preprocessing, config.preprocess_p)), 1)
     hs, cs = [], []
     for layer in range(config.layers):
@@ -125,6 +126,11 @@ def _textbook_lstm_step(params, grads, state, config):
         direction = x @ params["output.weight"][:, 0] + params["output.bias"][0]
         log_magnitude = x @ params["output.weight"][:, 1] + params["output.bias"][1]
         updates = config.output_scale * direction * torch.exp(log_magnitude)
+    elif config.update_form == "gradient_mix":
+        out = x @ params["output.weight"] + params["output.bias"]
+        updates = config.output_scale * out[:, 0]
+        for j, feature in enumerate(features):
+            updates = updates + config.mix_scale * out[:, 1 + j] * feature
     else:
         updates = (x @ params["output.weight"] + params["output.bias"]).squeeze(1) * config.output_scale
     return updates, hs, cs, momentum + weights
@@ -133,7 +139,8 @@ def _textbook_lstm_step(params, grads, state, config):
 @pytest.mark.parametrize("preprocessing,update_form,momentum_inputs,correction", [
     ("none", "linear", (), False), ("log_sign", "linear", (), False), ("log_sign", "direction_magnitude", (), False),
     ("log_sign", "linear", (0.5, 0.9, 0.99), False), ("none", "direction_magnitude", (0.0, 0.9), False),
-    ("log_sign", "linear", (0.5, 0.99), True),
+    ("log_sign", "linear", (0.5, 0.99), True), ("log_sign", "gradient_mix", (0.5, 0.9, 0.99), False),
+    ("none", "gradient_mix", (), False), ("log_sign", "gradient_mix", (0.9,), True),
 ])
 def test_step_is_the_textbook_lstm(preprocessing, update_form, momentum_inputs, correction):
     config = LSTMOptimizerConfig(layers=2, hidden_size=7, preprocessing=preprocessing, update_form=update_form,
@@ -197,3 +204,21 @@ def test_bias_corrected_averages_are_unbiased_from_the_first_step():
         torch.testing.assert_close(state.momentum[:, 2:], weights.expand(3, 2))
     with pytest.raises(UsageError, match="--momentum-inputs"):
         LSTMOptimizerConfig(momentum_bias_correction=True)
+
+
+def test_gradient_mix_with_constant_outputs_is_heavy_ball_momentum():
+    # Zero recurrent and output weights: the outputs are the output bias, the same at every step,
+    # so the update is a fixed combination of the gradient and its average.
+    config = LSTMOptimizerConfig(hidden_size=3, preprocessing="log_sign", momentum_inputs=(0.9,),
+                                 update_form="gradient_mix", mix_scale=10.0)
+    params = {k: torch.zeros_like(v) for k, v in init_meta_params(config, torch.Generator().manual_seed(10),
+                                                                     dtype=torch.float64).items()}
+    assert params["output.bias"].shape == (3,)  # the bias b, the gradient's and the average's coefficients
+    params["output.bias"] = torch.tensor([0.0, 0.0, -0.1], dtype=torch.float64)  # -0.1 * 10 = -1 times m
+    state = init_state(config, 4, dtype=torch.float64)
+    average = torch.zeros(4, dtype=torch.float64)
+    for _ in range(5):
+        grads = torch.randn(4, dtype=torch.float64)
+        updates, state = lstm_step(params, grads, state, config)
+        average = 0.9 * average + 0.1 * grads
+        torch.testing.assert_close(updates, -average, rtol=1e-14, atol=0)

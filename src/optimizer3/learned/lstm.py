@@ -41,7 +41,8 @@ class LSTMOptimizerConfig:
         default=10.0, metadata={"help": "the p of log_sign preprocessing"}
     )
     output_scale: float = dataclasses.field(
-        default=0.1, metadata={"help": "the update (see --update-form) is multiplied by this"}
+        default=0.1, metadata={"help": "the update (see --update-form; with gradient_mix, its "
+                                    "bias term b) is multiplied by this"}
     )
     output_init: str = dataclasses.field(
         default="uniform",
@@ -52,7 +53,7 @@ class LSTMOptimizerConfig:
     update_form: str = dataclasses.field(
         default="linear",
         metadata={"help": "how the output layer makes the update: linear (the paper: output_scale "
-                  "* (w.h + b)) or direction_magnitude (output_scale * d * exp(m), d and m two "
+                  "* (w.h + b)), direction_magnitude (output_scale * d * exp(m), d and m two "
                   "linear outputs, so the step size can follow the gradient's scale) or "
                   "gradient_mix (output_scale * b + mix_scale * sum_j a_j v_j: b and every a_j "
                   "linear outputs, v_j the raw gradient and each moving average of "
