@@ -192,12 +192,13 @@ def test_bias_corrected_averages_are_unbiased_from_the_first_step():
     plain = LSTMOptimizerConfig(hidden_size=4, preprocessing="log_sign", momentum_inputs=(0.5, 0.99))
     assert meta_param_shapes(corrected) == meta_param_shapes(plain)
     assert init_state(corrected, 3).momentum.shape == (3, 4)
-    from optimizer3.learned.lstm import lstm_inputs
+    from optimizer3.learned.lstm import encode_features, gradient_features
 
     grads = torch.tensor([1e-3, -2.0, 0.5], dtype=torch.float64)
     state = init_state(corrected, 3, dtype=torch.float64)
     for step in range(1, 4):  # a constant gradient: every corrected average equals it at once
-        x, state.momentum[:] = lstm_inputs(grads, state.momentum, corrected)
+        features, state.momentum[:] = gradient_features(grads, state.momentum, corrected)
+        x = encode_features(features, corrected)
         torch.testing.assert_close(x[:, 2:4], x[:, 0:2], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(x[:, 4:6], x[:, 0:2], rtol=1e-12, atol=1e-12)
         weights = 1 - torch.tensor([0.5, 0.99], dtype=torch.float64) ** step

@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "to evaluate (default: mnist)")
     reproduce.add_argument("--meta-train", action="store_true", help="mnist: meta-train a new "
                            "optimizer first, with the shipped one's recipe (its card's command; for mnist "
-                           "that fine-tunes mnist-mix-base) unless flags change it")
+                           "that fine-tunes mnist-momentum-base-s3) unless flags change it")
     _common(reproduce, run_dir_required=False)
     _config_file(reproduce)
     add_config_arguments(reproduce, MetaTrainConfig, MetaTrainConfig())

@@ -248,14 +248,6 @@ def encode_features(features: torch.Tensor, config: LSTMOptimizerConfig) -> torc
     return x.reshape(features.shape[0], config.input_size)
 
 
-def lstm_inputs(
-    grads: torch.Tensor, momentum: torch.Tensor | None, config: LSTMOptimizerConfig
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The LSTM's inputs `[rows, config.input_size]` and the updated moving averages."""
-    features, momentum = gradient_features(grads, momentum, config)
-    return encode_features(features, config), momentum
-
-
 def lstm_step(
     meta_params: MetaParams,
     grads: torch.Tensor,
