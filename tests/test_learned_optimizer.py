@@ -56,6 +56,8 @@ def _train(model, optimizer, steps, first=0):
     (QuadraticFamily(dim=6), torch.float64, {}, MOMENTUM),
     (QuadraticFamily(dim=6), torch.float64, {}, dataclasses.replace(MOMENTUM, update_form="gradient_mix",
                                                                     mix_scale=0.5)),
+    (QuadraticFamily(dim=6), torch.float64, {}, dataclasses.replace(MOMENTUM, update_form="gradient_mix",
+                                                                    mix_scale=0.05, mix_rms_decay=0.99)),
     (MLPFamily(_fake_mnist(), hidden=(7,), activation="sigmoid", batch_size=16, heldout=100), torch.float32,
      {"rtol": 1e-4, "atol": 1e-5}, CONFIG),
 ])

@@ -78,7 +78,9 @@ def test_init_is_deterministic_per_seed():
      ({"preprocessing": "x"}, "'x'"), ({"output_scale": 0.0}, "output_scale: 0.0"),
      ({"preprocess_p": -2.0}, "preprocess_p: -2.0"), ({"update_form": "exp"}, "update_form: 'exp'"),
      ({"momentum_inputs": (0.9, 1.0)}, "decay: 1.0"), ({"momentum_inputs": (-0.1,)}, "decay: -0.1"),
-     ({"momentum_inputs": ("a",)}, "decay: 'a'"), ({"mix_scale": 0.0}, "mix_scale: 0.0")],
+     ({"momentum_inputs": ("a",)}, "decay: 'a'"), ({"mix_scale": 0.0}, "mix_scale: 0.0"),
+     ({"update_form": "gradient_mix", "mix_rms_decay": 1.0}, "mix_rms_decay: 1.0"),
+     ({"mix_rms_decay": 0.999}, "--update-form gradient_mix")],
 )
 def test_bad_config_is_refused(kwargs, match):
     with pytest.raises(UsageError, match=match):
@@ -113,6 +115,13 @@ def _textbook_lstm_step(params, grads, state, config):
             seen = seen / weights[-1]
         features.append(seen)
         x = torch.cat((x, preprocess(seen, config.preprocessing, config.preprocess_p)), 1)
+    squares = []
+    if config.mix_rms_decay:
+        decay = config.mix_rms_decay
+        squares = [decay * state.momentum[:, -2] + (1 - decay) * grads ** 2,
+                   decay * state.momentum[:, -1] + (1 - decay)]
+        rms = torch.sqrt(squares[0] / squares[1] + 1e-16)
+        features = [feature / rms for feature in features]
     hs, cs = [], []
     for layer in range(config.layers):
         z = torch.cat((x, state.h[layer]), 1) @ params[f"lstm.{layer}.weight"] + params[f"lstm.{layer}.bias"]
@@ -133,18 +142,21 @@ def _textbook_lstm_step(params, grads, state, config):
             updates = updates + config.mix_scale * out[:, 1 + j] * feature
     else:
         updates = (x @ params["output.weight"] + params["output.bias"]).squeeze(1) * config.output_scale
-    return updates, hs, cs, momentum + weights
+    return updates, hs, cs, momentum + weights + squares
 
 
-@pytest.mark.parametrize("preprocessing,update_form,momentum_inputs,correction", [
+@pytest.mark.parametrize("preprocessing,update_form,momentum_inputs,correction,rms_decay", [
+    ("log_sign", "gradient_mix", (0.5, 0.9), True, 0.999), ("log_sign", "gradient_mix", (), False, 0.9),
+] + [(*case, 0.0) for case in [
     ("none", "linear", (), False), ("log_sign", "linear", (), False), ("log_sign", "direction_magnitude", (), False),
     ("log_sign", "linear", (0.5, 0.9, 0.99), False), ("none", "direction_magnitude", (0.0, 0.9), False),
     ("log_sign", "linear", (0.5, 0.99), True), ("log_sign", "gradient_mix", (0.5, 0.9, 0.99), False),
     ("none", "gradient_mix", (), False), ("log_sign", "gradient_mix", (0.9,), True),
-])
-def test_step_is_the_textbook_lstm(preprocessing, update_form, momentum_inputs, correction):
+]])
+def test_step_is_the_textbook_lstm(preprocessing, update_form, momentum_inputs, correction, rms_decay):
     config = LSTMOptimizerConfig(layers=2, hidden_size=7, preprocessing=preprocessing, update_form=update_form,
-                                 momentum_inputs=momentum_inputs, momentum_bias_correction=correction)
+                                 momentum_inputs=momentum_inputs, momentum_bias_correction=correction,
+                                 mix_rms_decay=rms_decay)
     params = init_meta_params(config, torch.Generator().manual_seed(8), dtype=torch.float64)
     rows = 11
     state = init_state(config, rows, dtype=torch.float64)
@@ -158,7 +170,7 @@ def test_step_is_the_textbook_lstm(preprocessing, update_form, momentum_inputs, 
     torch.testing.assert_close(updates, expected, rtol=1e-12, atol=1e-14)
     for got, want in zip(new_state.h + new_state.c, tuple(hs) + tuple(cs)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
-    if momentum_inputs:
+    if config.momentum_columns:
         torch.testing.assert_close(new_state.momentum, torch.stack(averages, 1), rtol=1e-12, atol=1e-14)
     else:
         assert new_state.momentum is None
@@ -223,3 +235,21 @@ def test_gradient_mix_with_constant_outputs_is_heavy_ball_momentum():
         updates, state = lstm_step(params, grads, state, config)
         average = 0.9 * average + 0.1 * grads
         torch.testing.assert_close(updates, -average, rtol=1e-14, atol=0)
+
+
+def test_rms_scaled_gradient_mix_with_constant_outputs_is_adam_without_momentum_correction():
+    config = LSTMOptimizerConfig(hidden_size=3, preprocessing="log_sign", momentum_inputs=(0.9,),
+                                 update_form="gradient_mix", mix_scale=10.0, mix_rms_decay=0.999)
+    assert config.momentum_columns == 3 and init_state(config, 2).momentum.shape == (2, 3)
+    params = {k: torch.zeros_like(v) for k, v in init_meta_params(config, torch.Generator().manual_seed(11),
+                                                                     dtype=torch.float64).items()}
+    params["output.bias"] = torch.tensor([0.0, 0.0, -0.001], dtype=torch.float64)  # lr 0.01 on m / rms
+    state = init_state(config, 4, dtype=torch.float64)
+    average, square = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    for step in range(1, 6):
+        grads = torch.randn(4, dtype=torch.float64) * 10.0 ** -step  # the scale does not matter
+        updates, state = lstm_step(params, grads, state, config)
+        average = 0.9 * average + 0.1 * grads
+        square = 0.999 * square + 0.001 * grads**2
+        adam = -0.01 * average / (square / (1 - 0.999**step) + 1e-16).sqrt()
+        torch.testing.assert_close(updates, adam, rtol=1e-12, atol=0)

@@ -66,6 +66,13 @@ class LSTMOptimizerConfig:
         metadata={"help": "with --update-form gradient_mix, the gradient coefficients a_j are "
                   "multiplied by this: an output a_j = -1 steps mix_scale times v_j downhill"},
     )
+    mix_rms_decay: float = dataclasses.field(
+        default=0.0,
+        metadata={"help": "with --update-form gradient_mix, a decay in (0, 1) divides every raw "
+                  "feature v_j by the root of a bias-corrected moving average of g^2 with this "
+                  "decay (as Adam divides its momentum), so that the mix does not depend on the "
+                  "gradient's scale; 0 (the default): raw features"},
+    )
     momentum_inputs: tuple[float, ...] = dataclasses.field(
         default=(),
         metadata={"help": "decay rates of moving averages of the gradient that the LSTM sees "
@@ -107,6 +114,10 @@ class LSTMOptimizerConfig:
         object.__setattr__(self, "momentum_inputs", tuple(float(d) for d in self.momentum_inputs))
         if self.momentum_bias_correction and not self.momentum_inputs:
             raise UsageError("momentum_bias_correction needs moving averages: give --momentum-inputs too")
+        if isinstance(self.mix_rms_decay, bool) or not 0 <= self.mix_rms_decay < 1:
+            raise UsageError(f"Invalid mix_rms_decay: {self.mix_rms_decay!r}; use a number in [0, 1), e.g. 0.999")
+        if self.mix_rms_decay and self.update_form != "gradient_mix":
+            raise UsageError("mix_rms_decay scales the gradient_mix update: give --update-form gradient_mix too")
 
     @property
     def input_size(self) -> int:
@@ -116,8 +127,9 @@ class LSTMOptimizerConfig:
     @property
     def momentum_columns(self) -> int:
         """Per-coordinate state of the averages: each average, and with bias correction its
-        weight 1 - decay^t too."""
-        return len(self.momentum_inputs) * (2 if self.momentum_bias_correction else 1)
+        weight 1 - decay^t too; with `mix_rms_decay`, then the average of g^2 and its weight."""
+        averages = len(self.momentum_inputs) * (2 if self.momentum_bias_correction else 1)
+        return averages + (2 if self.mix_rms_decay else 0)
 
 
 class LSTMState(NamedTuple):
@@ -192,7 +204,7 @@ def init_state(
         for _ in range(config.layers)
     )
     momentum = None
-    if config.momentum_inputs:
+    if config.momentum_columns:
         momentum = torch.zeros(rows, config.momentum_columns, dtype=dtype, device=device)
     return LSTMState(zeros, tuple(torch.zeros_like(z) for z in zeros), momentum)
 
@@ -220,26 +232,42 @@ def gradient_features(
     grads: torch.Tensor, momentum: torch.Tensor | None, config: LSTMOptimizerConfig
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The raw features of every coordinate, `[rows, 1 + len(momentum_inputs)]`: the gradient,
-    then each moving average of it as the LSTM sees it; and the updated averages.
+    then each moving average of it as the LSTM sees it; and the updated per-coordinate state.
 
     Each moving average is m <- decay * m + (1 - decay) * g, starting from zero. Without bias
     correction the LSTM sees m itself (how far a young average lags is for it to learn); with
     it, m / w, where the weight w <- decay * w + (1 - decay), also from zero, equals
-    1 - decay^t after t steps.
+    1 - decay^t after t steps. With `mix_rms_decay` the state also carries the average of g^2
+    and its weight, the same way (`mix_rms`).
     """
     column = grads.unsqueeze(1)
-    if not config.momentum_inputs:
+    if not config.momentum_columns:
         return column, None
-    decay = _constant(config.momentum_inputs, grads.dtype, grads.device)
-    keep = _constant(tuple(1.0 - d for d in config.momentum_inputs), grads.dtype, grads.device)
     count = len(config.momentum_inputs)
-    averages = torch.addcmul(momentum[:, :count] * decay, column, keep)
-    if config.momentum_bias_correction:
-        weights = torch.addcmul(keep, momentum[:, count:], decay)
-        momentum, seen = torch.cat((averages, weights), dim=1), averages / weights
-    else:
-        momentum = seen = averages
+    pieces, seen = [], column[:, :0]
+    if count:
+        decay = _constant(config.momentum_inputs, grads.dtype, grads.device)
+        keep = _constant(tuple(1.0 - d for d in config.momentum_inputs), grads.dtype, grads.device)
+        averages = torch.addcmul(momentum[:, :count] * decay, column, keep)
+        pieces.append(averages)
+        seen = averages
+        if config.momentum_bias_correction:
+            weights = torch.addcmul(keep, momentum[:, count : 2 * count], decay)
+            pieces.append(weights)
+            seen = averages / weights
+    if config.mix_rms_decay:
+        decay = config.mix_rms_decay
+        squares = momentum[:, -2:-1] * decay + column.square() * (1.0 - decay)
+        pieces.append(torch.cat((squares, momentum[:, -1:] * decay + (1.0 - decay)), dim=1))
+    momentum = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
     return torch.cat((column, seen), dim=1), momentum
+
+
+def mix_rms(momentum: torch.Tensor) -> torch.Tensor:
+    """The root of the bias-corrected average of g^2 kept by `mix_rms_decay`, `[rows, 1]`, with
+    1e-16 added under the root (Adam's epsilon of 1e-8, squared), so that a coordinate whose
+    gradients were all zero divides by 1e-8, not by zero."""
+    return (momentum[:, -2:-1] / momentum[:, -1:] + 1e-16).sqrt()
 
 
 def encode_features(features: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
@@ -294,7 +322,8 @@ def lstm_step(
         # A per-coordinate, per-step learned combination of the raw gradient and its averages:
         # constant coefficients make SGD or heavy-ball momentum, so the step can grow with the
         # gradient the way NAG's does, which the other forms find hard (docs/mnist.md, trial 7).
-        updates = out[:, 0] * config.output_scale + (out[:, 1:] * features).sum(dim=1) * config.mix_scale
+        mixed = features / mix_rms(momentum) if config.mix_rms_decay else features
+        updates = out[:, 0] * config.output_scale + (out[:, 1:] * mixed).sum(dim=1) * config.mix_scale
     else:
         updates = out.squeeze(1) * config.output_scale
     return updates, LSTMState(tuple(new_h), tuple(new_c), momentum)

@@ -11,7 +11,7 @@ cache, large ones on a GPU, where every block costs the same few dozen kernel la
 Memory: every parameter coordinate carries the LSTM's hidden and cell state, 2 x layers x
 hidden floats (80 for the default 2 layers of 20 units: 320 bytes per float32 parameter, where
 Adam keeps 8), and one more float per moving average of an LSTM with `momentum_inputs` (two
-with `momentum_bias_correction`).
+with `momentum_bias_correction`), and two more with `mix_rms_decay`.
 
 References: Andrychowicz et al. 2016, section 2.1.
 """
@@ -64,7 +64,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
     State per parameter (in `self.state[p]`, created at its first step): `h` and `c`, the
     LSTM's hidden and cell state of shape [layers, numel, hidden], `step`, and for an LSTM
-    with `momentum_inputs` the gradient's moving averages `momentum`, [numel, momentum_columns]. The
+    with `momentum_inputs` or `mix_rms_decay` the gradient's moving averages `momentum`,
+    [numel, momentum_columns] (`LSTMOptimizerConfig.momentum_columns`). The
     state is float32 for float32, bfloat16 and float16 parameters, float64 for float64 ones.
     """
 
@@ -125,7 +126,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         """The shape of each state tensor of `param`."""
         lstm = (self.config.layers, param.numel(), self.config.hidden_size)
         shapes = {"h": lstm, "c": lstm}
-        if self.config.momentum_inputs:
+        if self.config.momentum_columns:
             shapes["momentum"] = (param.numel(), self.config.momentum_columns)
         return shapes
 
