@@ -158,7 +158,8 @@ def starting_meta_params(config: MetaTrainConfig, generator: torch.Generator) ->
         raise UsageError(
             f"--init-from {config.init_from} is an optimizer of architecture {theirs}; this run's is "
             f"{ours}; give the run the same --layers, --hidden-size, --preprocessing, --preprocess-p, "
-            "--output-scale, --update-form, --mix-scale, --momentum-inputs and --momentum-bias-correction"
+            "--output-scale, --update-form, --mix-scale, --mix-rms-decay, --momentum-inputs and "
+            "--momentum-bias-correction"
         )
     return {name: tensor.detach().clone().to(meta_params[name].dtype) for name, tensor in loaded.items()}
 

@@ -181,7 +181,8 @@ def describe(card: dict[str, Any]) -> str:
         f"  architecture: {optimizer['layers']} x {optimizer['hidden_size']} LSTM, "
         f"preprocessing {optimizer['preprocessing']}, output scale {optimizer['output_scale']}, "
         f"{optimizer.get('update_form', 'linear')} update"
-        + (f" (mix scale {optimizer.get('mix_scale', 10.0)})"
+        + (f" (mix scale {optimizer.get('mix_scale', 10.0)}"
+           + (f", RMS decay {optimizer['mix_rms_decay']}" if optimizer.get("mix_rms_decay") else "") + ")"
            if optimizer.get("update_form") == "gradient_mix" else "")
         + (f", gradient averages {' '.join(map(str, optimizer['momentum_inputs']))}"
            + (" (bias-corrected)" if optimizer.get("momentum_bias_correction") else "")
