@@ -163,7 +163,7 @@ def test_a_batch_larger_than_the_data_is_refused(tmp_path, capsys, mnist_dir):
     "extra,needles",
     [(["--baselines", "adamw"], ["adamw"]), (["--steps", "-5"], ["steps: -5"]),
      (["--test-seed", "1"], ["test_seed: 1"]), (["--task", "cubic"], ["cubic"]),
-     (["--lr-min", "0"], ["[0.0, 1.0]"])],
+     (["--lr-min", "0"], ["[0.0, 1.0]"]), (["--activation", "sigmoid,swish"], ["'sigmoid,swish'", "commas"])],
 )
 def test_bad_evaluate_input_touches_nothing(tmp_path, capsys, reproduced, extra, needles):
     out = tmp_path / "out"

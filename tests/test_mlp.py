@@ -15,17 +15,19 @@ def _fake_mnist(count=300, pixels=784, seed=0):
                  torch.rand(50, pixels, generator=g), torch.randint(0, 10, (50,), generator=g), None)
 
 
-@pytest.mark.parametrize("hidden,activation", [((20,), "sigmoid"), ((7, 5), "relu"), ((40,), "tanh")])
+@pytest.mark.parametrize("hidden,activation", [((20,), "sigmoid"), ((7, 5), "relu"), ((40,), "tanh"),
+                                               ((9, 6), "sigmoid,relu"), ((8,), "tanh,relu,relu")])
 def test_batched_instances_match_one_at_a_time_torch_modules(hidden, activation):
     family = MLPFamily(_fake_mnist(), hidden=hidden, activation=activation, batch_size=16, heldout=100)
-    task = family.sample(3, torch.Generator())
+    task = family.sample(5, torch.Generator())
     g = torch.Generator().manual_seed(1)
     params = task.init(g).double()
     batch = task.sample_batch(g)
     task64 = dataclasses.replace(task, images=task.images.double())
     losses = task64.loss(params, batch)
-    act = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}[activation]
-    for i in range(3):
+    names = activation.split(",")  # instance i uses the (i mod n)-th
+    for i in range(5):
+        act = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}[names[i % len(names)]]
         offset, x = 0, task64.images[batch[i]]
         for layer, (fan_in, fan_out) in enumerate(task.shapes):
             w = params[i, offset : offset + fan_in * fan_out].view(fan_in, fan_out)
@@ -37,6 +39,22 @@ def test_batched_instances_match_one_at_a_time_torch_modules(hidden, activation)
                 x = act(x)
         torch.testing.assert_close(losses[i], F.cross_entropy(x, task.labels[batch[i]]))
     assert offset == task.dim
+
+
+def test_an_instance_of_a_mixed_family_is_that_instance_of_its_own_activations_family():
+    data = _fake_mnist()
+    mixed = MLPFamily(data, hidden=(6,), activation="sigmoid,relu", batch_size=8, heldout=100).sample(4, torch.Generator())
+    relu = MLPFamily(data, hidden=(6,), activation="relu", batch_size=8, heldout=100).sample(4, torch.Generator())
+    sigmoid = MLPFamily(data, hidden=(6,), batch_size=8, heldout=100).sample(4, torch.Generator())
+    g = torch.Generator().manual_seed(5)
+    params, batch = mixed.init(g).requires_grad_(), mixed.sample_batch(g)
+    grads = [torch.autograd.grad(task.loss(params, batch).sum(), params)[0] for task in (mixed, sigmoid, relu)]
+    accuracies = [task.test_accuracy(params) for task in (mixed, sigmoid, relu)]
+    for i in range(4):  # even instances sigmoid, odd ones ReLU
+        own = 1 + i % 2
+        torch.testing.assert_close(grads[0][i], grads[own][i])
+        assert accuracies[0][i] == accuracies[own][i]
+    assert not torch.equal(grads[1][1], grads[2][1])  # the two activations do differ here
 
 
 def test_gradients_are_per_instance():
@@ -74,7 +92,8 @@ def test_splits_are_disjoint_and_accuracy_is_a_fraction():
 @pytest.mark.parametrize(
     "kwargs,match",
     [({"hidden": (0,)}, "hidden layer sizes"), ({"hidden": ()}, "hidden layer sizes"),
-     ({"activation": "gelu"}, "'gelu'"), ({"batch_size": 1000}, "batch size: 1000"),
+     ({"activation": "gelu"}, "'gelu'"), ({"activation": "sigmoid,gelu"}, "'sigmoid,gelu'"),
+     ({"activation": "sigmoid,"}, "'sigmoid,'"), ({"activation": ""}, "''"), ({"batch_size": 1000}, "batch size: 1000"),
      ({"batch_size": 0}, "batch size: 0")],
 )
 def test_bad_settings(kwargs, match):

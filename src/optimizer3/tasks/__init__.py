@@ -8,7 +8,7 @@ import os
 from optimizer3.devices import device_from_name
 from optimizer3.errors import UsageError
 from optimizer3.tasks.base import Task, TaskFamily
-from optimizer3.tasks.mlp import ACTIVATIONS, MLPFamily
+from optimizer3.tasks.mlp import MLPFamily, activation_names
 from optimizer3.tasks.mnist import load_mnist, on_device
 from optimizer3.tasks.quadratic import QuadraticFamily
 
@@ -30,7 +30,8 @@ class TaskConfig:
     )
     activation: str = dataclasses.field(
         default="sigmoid",
-        metadata={"help": "MNIST: hidden activation", "choices": tuple(ACTIVATIONS)},
+        metadata={"help": "MNIST: hidden activation (sigmoid, relu, tanh); several joined by commas "
+                          "(sigmoid,relu) make a family whose instances alternate between them"},
     )
     batch_size: int = dataclasses.field(default=128, metadata={"help": "MNIST: minibatch size"})
     init_scale: float = dataclasses.field(
@@ -44,10 +45,7 @@ class TaskConfig:
             raise UsageError(f"Invalid dim: {self.dim}; use a positive integer")
         if not self.hidden or any(size < 1 for size in self.hidden):
             raise UsageError(f"Invalid hidden layer sizes: {list(self.hidden)}; use positive sizes")
-        if self.activation not in ACTIVATIONS:
-            raise UsageError(
-                f"Unknown activation: {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}"
-            )
+        activation_names(self.activation)
         if self.batch_size < 1:
             raise UsageError(f"Invalid batch_size: {self.batch_size}; use a positive integer")
         if not self.init_scale > 0:

@@ -22,6 +22,29 @@ ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
 CLASSES = 10
 
 
+def activation_names(spec: str) -> tuple[str, ...]:
+    """The activations that `spec` names: one name, or several joined by commas, in which case
+    instance i of a task uses the (i mod n)-th (a family that mixes activations; repeating a
+    name weights it)."""
+    names = tuple(spec.split(","))
+    if not all(name in ACTIVATIONS for name in names):
+        raise UsageError(
+            f"Unknown activation: {spec!r}; choose one of {', '.join(ACTIVATIONS)}, "
+            "or several joined by commas (sigmoid,relu) for instances that alternate between them"
+        )
+    return names
+
+
+def activate(x: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
+    """Each instance's activation applied to its rows of x [instances, examples, units]."""
+    out = ACTIVATIONS[names[0]](x)
+    if len(names) > 1:
+        which = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1) % len(names)
+        for index, name in enumerate(names[1:], start=1):
+            out = torch.where(which == index, ACTIVATIONS[name](x), out)
+    return out
+
+
 def layer_shapes(inputs: int, hidden: tuple[int, ...]) -> list[tuple[int, int]]:
     """(fan_in, fan_out) of every layer, the output layer last."""
     sizes = (inputs, *hidden, CLASSES)
@@ -70,7 +93,7 @@ class MLPTask:
 
     def logits(self, params: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Class scores [instances, examples, 10] for inputs [instances or 1, examples, pixels]."""
-        act = ACTIVATIONS[self.activation]
+        names = activation_names(self.activation)
         offset, x = 0, inputs
         last = len(self.shapes) - 1
         for layer, (fan_in, fan_out) in enumerate(self.shapes):
@@ -80,7 +103,7 @@ class MLPTask:
             offset += fan_out
             x = torch.baddbmm(bias, x, weight) if x.shape[0] == weight.shape[0] else torch.matmul(x, weight) + bias
             if layer != last:
-                x = act(x)
+                x = activate(x, names)
         return x
 
     def loss(self, params: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
@@ -119,8 +142,7 @@ class MLPFamily:
     def __post_init__(self) -> None:
         if not self.hidden or any(size < 1 for size in self.hidden):
             raise UsageError(f"Invalid hidden layer sizes: {self.hidden}; use one or more positive sizes")
-        if self.activation not in ACTIVATIONS:
-            raise UsageError(f"Unknown activation: {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        activation_names(self.activation)
         if self.split not in ("train", "heldout"):
             raise UsageError(f"Unknown split: {self.split!r}; choose train or heldout")
         if not 0 < self.heldout < len(self.data.train_labels):
