@@ -67,3 +67,13 @@ def test_reproduce_mnist_meta_trains_a_fresh_optimizer_on_request(tmp_path, ship
     assert (run_dir / "checkpoint.pt").is_file()
     assert json.loads((run_dir / "config.json").read_text())["meta_train"]["seed"] == 3
     assert "meta-trained in this run" in json.loads((run_dir / "results.json").read_text())["learned_optimizer"]
+
+
+def test_the_experiments_of_a_mixed_activation_family_use_its_first_activation_then_relu():
+    from optimizer3.experiments import mnist_experiments
+    from optimizer3.tasks import TaskConfig
+
+    experiments = mnist_experiments(TaskConfig(name="mnist", activation="tanh,relu"), horizon=50)
+    assert [e.task.activation for e in experiments] == ["tanh", "tanh", "tanh", "tanh", "relu"]
+    assert [e.task.hidden for e in experiments] == [(20,), (20,), (40,), (20, 20), (20,)]
+    assert [e.steps for e in experiments] == [50, 100, 50, 50, 50]
