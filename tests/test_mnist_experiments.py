@@ -77,3 +77,13 @@ def test_the_experiments_of_a_mixed_activation_family_use_its_first_activation_t
     assert [e.task.activation for e in experiments] == ["tanh", "tanh", "tanh", "tanh", "relu"]
     assert [e.task.hidden for e in experiments] == [(20,), (20,), (40,), (20, 20), (20,)]
     assert [e.steps for e in experiments] == [50, 100, 50, 50, 50]
+
+
+def test_a_mixed_family_is_named_in_the_report_and_a_single_one_is_not():
+    from optimizer3.experiments import family_note
+    from optimizer3.tasks import TaskConfig
+
+    note = family_note(TaskConfig(name="mnist", activation="sigmoid,relu"))
+    assert "--activation sigmoid,relu" in note and "first, sigmoid" in note and "(e) tests no generalization" in note
+    assert "(e)" not in family_note(TaskConfig(name="mnist", activation="sigmoid,tanh"))
+    assert family_note(TaskConfig(name="mnist", activation="relu")) == ""

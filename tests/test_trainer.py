@@ -53,7 +53,9 @@ def test_loss_weights():
     [({"horizon": 100, "unroll": 30}, "does not divide"), ({"horizon": 0}, "horizon: 0"),
      ({"trajectories": -1}, "trajectories: -1"), ({"meta_lr": 0.0}, "meta learning rate"),
      ({"validation_seed": 0}, "seeds are both 0"), ({"loss_weights": "cubic"}, "'cubic'"),
-     ({"meta_objective": "sqrt"}, "'sqrt'")],
+     ({"meta_objective": "sqrt"}, "'sqrt'"),
+     ({"task": TaskConfig(name="mnist", activation="sigmoid,relu"), "problems": 3}, "problems: 3 is not a multiple of 2"),
+     ({"task": TaskConfig(name="mnist", activation="tanh,relu,relu"), "problems": 6}, "validation_problems: 500 is not a multiple of 3")],
 )
 def test_bad_settings_are_refused(changes, match):
     with pytest.raises(UsageError, match=match):

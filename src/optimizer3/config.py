@@ -16,6 +16,7 @@ from optimizer3.errors import UsageError
 from optimizer3.learned.lstm import LSTMOptimizerConfig
 from optimizer3.optim.baselines import check_baseline_names
 from optimizer3.tasks import TaskConfig
+from optimizer3.tasks.mlp import activation_names
 
 LOSS_WEIGHTINGS = ("uniform", "linear", "final")
 LR_SCHEDULES = ("cosine", "constant")
@@ -131,6 +132,13 @@ class MetaTrainConfig:
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("loss_weights", self.loss_weights, LOSS_WEIGHTINGS)
         _check_choice("meta_objective", self.meta_objective, META_OBJECTIVES)
+        kinds = len(activation_names(self.task.activation))
+        for name in ("problems", "validation_problems"):
+            if getattr(self, name) % kinds:
+                raise UsageError(
+                    f"Invalid {name}: {getattr(self, name)} is not a multiple of {kinds}, the activations in "
+                    f"{self.task.activation!r}; use a multiple, so that each kind has as many instances"
+                )
         if self.seed == self.validation_seed:
             raise UsageError(f"The training and validation seeds are both {self.seed}; make them differ")
         check_device_name(self.device)

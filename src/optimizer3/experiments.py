@@ -80,7 +80,19 @@ def run_mnist_experiments(
         (run_dir / experiment.key).mkdir(exist_ok=True)
         write_results(run_dir / experiment.key, comparison, config, f"MNIST {experiment.title}", command)
         outcomes[experiment.key] = (experiment, comparison)
-    return write_summary(run_dir, outcomes, evaluation, command, learned_source)
+    return write_summary(run_dir, outcomes, evaluation, command, learned_source, family_note(meta.task))
+
+
+def family_note(task: TaskConfig) -> str:
+    """A sentence for the report where the training family mixed activations, else ''."""
+    names = activation_names(task.activation)
+    if len(names) == 1:
+        return ""
+    note = (f"The learned optimizer was meta-trained on a family that mixes activations "
+            f"(`--activation {task.activation}`): (a) to (d) use its first, {names[0]}")
+    if "relu" in names:
+        note += ", and (e) tests no generalization to ReLU units, which it saw in meta-training"
+    return note + ".\n\n"
 
 
 def summary_rows(outcomes: dict[str, tuple[Experiment, Comparison]]) -> list[dict[str, Any]]:
@@ -115,8 +127,10 @@ def write_summary(
     evaluation: EvaluationConfig,
     command: str,
     learned_source: str,
+    note: str = "",
 ) -> str:
-    """results.md, results.json and experiments.png in `run_dir`; return the markdown table."""
+    """results.md, results.json and experiments.png in `run_dir`; return the markdown table.
+    `note`, if any, stands before the table."""
     rows = summary_rows(outcomes)
     lines = ["| experiment | LSTM mean final loss | best tuned baseline | its mean final loss | "
              "LSTM / best | LSTM test accuracy | best baseline test accuracy |",
@@ -143,7 +157,7 @@ def write_summary(
         f"{evaluation.test_problems} held-out optimizee runs per experiment (95% bootstrap intervals), "
         "baselines tuned per experiment on validation runs; test accuracy of the optimizee after its "
         "last step. Per-experiment tables and plots are in the subdirectories a to e.\n\n"
-        f"{table}\n\n![loss curves](experiments.png)\n\n"
+        f"{note}{table}\n\n![loss curves](experiments.png)\n\n"
         f"Command: `{command}`  \nCode: {code_version()}  \nMachine: {describe_machine(info)}\n"
     )
     write_text_atomic(run_dir / "results.md", markdown)

@@ -30,8 +30,9 @@ class TaskConfig:
     )
     activation: str = dataclasses.field(
         default="sigmoid",
-        metadata={"help": "MNIST: hidden activation (sigmoid, relu, tanh); several joined by commas "
-                          "(sigmoid,relu) make a family whose instances alternate between them"},
+        metadata={"help": "MNIST: hidden activation, sigmoid, relu or tanh; several joined by commas "
+                          "without spaces (sigmoid,relu) make a family whose instance i takes the "
+                          "(i mod n)-th (a repeated name weights it)"},
     )
     batch_size: int = dataclasses.field(default=128, metadata={"help": "MNIST: minibatch size"})
     init_scale: float = dataclasses.field(

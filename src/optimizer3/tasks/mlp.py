@@ -29,19 +29,20 @@ def activation_names(spec: str) -> tuple[str, ...]:
     names = tuple(spec.split(","))
     if not all(name in ACTIVATIONS for name in names):
         raise UsageError(
-            f"Unknown activation: {spec!r}; choose one of {', '.join(ACTIVATIONS)}, "
-            "or several joined by commas (sigmoid,relu) for instances that alternate between them"
+            f"Unknown activation: {spec!r}; use sigmoid, relu or tanh, or several of them joined by "
+            "commas without spaces (sigmoid,relu) for instances that alternate between them"
         )
     return names
 
 
 def activate(x: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
-    """Each instance's activation applied to its rows of x [instances, examples, units]."""
-    out = ACTIVATIONS[names[0]](x)
-    if len(names) > 1:
-        which = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1) % len(names)
-        for index, name in enumerate(names[1:], start=1):
-            out = torch.where(which == index, ACTIVATIONS[name](x), out)
+    """Each instance's activation applied to its rows of x [instances, examples, units]: instance
+    i takes the (i mod n)-th of the n names, each computed on its own instances only."""
+    if len(names) == 1:
+        return ACTIVATIONS[names[0]](x)
+    out = torch.empty_like(x)
+    for index, name in enumerate(names):
+        out[index :: len(names)] = ACTIVATIONS[name](x[index :: len(names)])
     return out
 
 
