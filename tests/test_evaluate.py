@@ -1,7 +1,8 @@
 import numpy as np
+import pytest
 import torch
 
-from optimizer3.evaluate import compare, mean_curve, summarize
+from optimizer3.evaluate import compare, compare_horizons, mean_curve, summarize
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.optim.tuning import LearningRateGrid
 from optimizer3.tasks.quadratic import QuadraticFamily
@@ -59,3 +60,36 @@ def test_compare_tunes_on_validation_and_reports_every_optimizer():
     ratios = comparison.ratios()
     best = min(comparison.summaries["sgd"]["mean"], comparison.summaries["adam"]["mean"])
     assert np.isclose(ratios["mean_vs_best_baseline"], comparison.summaries["lstm"]["mean"] / best)
+
+
+def test_a_run_cut_short_equals_the_shorter_run():
+    task = QuadraticFamily(dim=3).sample(4, torch.Generator().manual_seed(0))
+    long = run_baseline("adam", 0.1, task, 12, seed=3, keep=(5,))
+    short = run_baseline("adam", 0.1, task, 5, seed=3)
+    assert torch.equal(long.first(5).losses, short.losses)
+    assert torch.equal(long.first(5).params, short.params)
+    assert long.first(12) is long
+    with pytest.raises(ValueError, match="kept no parameters after step 7"):
+        long.first(7)
+    with pytest.raises(ValueError, match="must lie in"):
+        run_baseline("adam", 0.1, task, 5, seed=3, keep=(9,))
+
+
+def test_comparisons_at_several_horizons_equal_separate_comparisons():
+    config = LSTMOptimizerConfig()
+    meta = init_meta_params(config, torch.Generator().manual_seed(0))
+    settings = dict(test_problems=12, test_seed=2, tuning_problems=12, tuning_seed=1,
+                    grid=LearningRateGrid(lr_min=1e-3, lr_max=1.0, per_decade=3), bootstrap=50)
+    family = QuadraticFamily(dim=3)
+    together = compare_horizons((meta, config), family, ("sgd", "nag", "adam"), horizons=(20, 2), **settings)
+    assert sorted(together) == [2, 20]
+    assert together[2].prefix_of == 20 and together[20].prefix_of is None
+    for steps in (2, 20):
+        alone = compare((meta, config), family, ("sgd", "nag", "adam"), steps=steps, **settings)
+        assert together[steps].learning_rates == alone.learning_rates
+        assert together[steps].tuning == alone.tuning
+        assert together[steps].summaries == alone.summaries
+        assert together[steps].curves == alone.curves
+    # SGD's tuned rate is the same at both horizons (one test run serves both), Adam's is not.
+    assert together[2].learning_rates["sgd"] == together[20].learning_rates["sgd"]
+    assert together[2].learning_rates["adam"] != together[20].learning_rates["adam"]

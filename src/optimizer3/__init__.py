@@ -1,37 +1,45 @@
 """Optimizer³: learned optimizers for PyTorch.
 
+The names below are imported on first use (PEP 562), so that importing the package does not
+import torch: the `optimizer3` command sets torch's allocator options before torch starts.
+
 References: Andrychowicz et al. 2016, "Learning to learn by gradient descent by gradient
 descent".
 """
 
-from optimizer3.config import EvaluationConfig
-from optimizer3.config import MetaTrainConfig
-from optimizer3.learned.lstm import LSTMOptimizerConfig
-from optimizer3.learned.lstm import LSTMState
-from optimizer3.learned.lstm import init_meta_params
-from optimizer3.learned.lstm import init_state
-from optimizer3.learned.lstm import lstm_step
-from optimizer3.meta.checkpoint import load_checkpoint
-from optimizer3.meta.trainer import meta_train
-from optimizer3.optim.learned import LearnedOptimizer
-from optimizer3.tasks import TASK_NAMES
-from optimizer3.tasks import TaskConfig
-from optimizer3.tasks.quadratic import QuadraticFamily
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EvaluationConfig",
-    "LSTMOptimizerConfig",
-    "LearnedOptimizer",
-    "LSTMState",
-    "MetaTrainConfig",
-    "QuadraticFamily",
-    "TASK_NAMES",
-    "TaskConfig",
-    "init_meta_params",
-    "init_state",
-    "load_checkpoint",
-    "lstm_step",
-    "meta_train",
-]
+_MODULES = {
+    "EvaluationConfig": "optimizer3.config",
+    "MetaTrainConfig": "optimizer3.config",
+    "LSTMOptimizerConfig": "optimizer3.learned.lstm",
+    "LSTMState": "optimizer3.learned.lstm",
+    "init_meta_params": "optimizer3.learned.lstm",
+    "init_state": "optimizer3.learned.lstm",
+    "lstm_step": "optimizer3.learned.lstm",
+    "load_checkpoint": "optimizer3.meta.checkpoint",
+    "meta_train": "optimizer3.meta.trainer",
+    "LearnedOptimizer": "optimizer3.optim.learned",
+    "TASK_NAMES": "optimizer3.tasks",
+    "TaskConfig": "optimizer3.tasks",
+    "QuadraticFamily": "optimizer3.tasks.quadratic",
+}
+
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module 'optimizer3' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*_MODULES, "__version__"])

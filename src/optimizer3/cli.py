@@ -6,10 +6,17 @@ defaults. Bad input ends with one line on stderr and exit status 2, before any f
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# Before torch is imported: torch then backs its CPU tensors of 2 MB and more with transparent
+# huge pages, so that a fresh large tensor (an evaluation's 100 minibatches of MNIST images,
+# 40 MB each step) costs a few page faults instead of ten thousand (BENCHMARKS.md, "Wall time
+# of reproduce mnist"). THP_MEM_ALLOC_ENABLE=0 in the environment turns it off.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import argparse  # noqa: E402 - after the allocator setting
 import dataclasses
 import json
-import os
 import pathlib
 import shutil
 import sys

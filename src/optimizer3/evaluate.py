@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
-from optimizer3.optim.tuning import LearningRateGrid, tune_learning_rate
+from optimizer3.optim.tuning import LearningRateGrid, tune_learning_rates
 from optimizer3.tasks.base import TaskFamily
 from optimizer3.trajectories import Run, run_baseline, run_learned
 
@@ -86,7 +86,12 @@ def mean_curve(losses: np.ndarray, samples: int, seed: int, chunk: int = 100) ->
 
 @dataclasses.dataclass
 class Comparison:
-    """Everything measured in one comparison on the test problems."""
+    """Everything measured in one comparison on the test problems.
+
+    `prefix_of`: where this comparison's runs were the first `steps` steps of a longer
+    comparison's runs (`compare_horizons`), that one's number of steps; its `seconds` then count
+    only the runs made for this one alone.
+    """
 
     steps: int
     learning_rates: dict[str, float]
@@ -94,6 +99,7 @@ class Comparison:
     summaries: dict[str, dict[str, Any]]
     curves: dict[str, dict[str, list[float]]]
     seconds: dict[str, float]
+    prefix_of: int | None = None
 
     def ratios(self, learned: str = "lstm") -> dict[str, float]:
         """The learned optimizer's mean and geometric-mean final loss over the best baseline's."""
@@ -124,18 +130,75 @@ def compare(
     Every optimizer starts from the same initial parameters of the same test problems and sees
     the same minibatches, because each run draws them from a generator seeded with `test_seed`.
     """
-    clock = _Clock()
+    return compare_horizons(learned, family, baselines, (steps,), test_problems, test_seed,
+                            tuning_problems, tuning_seed, grid, bootstrap, compile)[steps]
+
+
+def compare_horizons(
+    learned: tuple[MetaParams, LSTMOptimizerConfig] | None,
+    family: TaskFamily,
+    baselines: tuple[str, ...],
+    horizons: tuple[int, ...],
+    test_problems: int,
+    test_seed: int,
+    tuning_problems: int,
+    tuning_seed: int,
+    grid: LearningRateGrid,
+    bootstrap: int,
+    compile: bool = False,
+) -> dict[int, Comparison]:
+    """`compare` for each number of steps in `horizons`, on the same problems, from shared runs.
+
+    A run's first steps do not depend on how long it goes on, so the comparison for a shorter
+    horizon reads the first steps of the longest one's runs (`Run.first`): the learned
+    optimizer runs once, every baseline's tuning runs once per learning rate, and a test run
+    serves every horizon whose tuned learning rate it has. The results equal separate
+    `compare` calls.
+    """
+    horizons = tuple(sorted(set(horizons)))
+    longest = horizons[-1]
+    clocks = {steps: _Clock() for steps in horizons}
     test_task = family.sample(test_problems, torch.Generator().manual_seed(test_seed))
     tuning_task = family.sample(tuning_problems, torch.Generator().manual_seed(tuning_seed))
-    runs: dict[str, Run] = {}
-    learning_rates, tuning = {}, {}
+    runs: dict[int, dict[str, Run]] = {steps: {} for steps in horizons}
+    learning_rates: dict[int, dict[str, float]] = {steps: {} for steps in horizons}
+    tuning: dict[int, dict[str, Any]] = {steps: {} for steps in horizons}
     if learned is not None:
-        runs["lstm"] = clock("lstm", lambda: run_learned(*learned, test_task, steps, test_seed, compile))
+        run = clocks[longest]("lstm", lambda: run_learned(*learned, test_task, longest, test_seed, compile, horizons))
+        for steps in horizons:
+            runs[steps]["lstm"] = run.first(steps)
     for name in baselines:
-        result = clock(f"tune_{name}", lambda: tune_learning_rate(name, tuning_task, steps, tuning_seed, grid))
-        learning_rates[name] = result.best_lr
-        tuning[name] = {"lrs": list(result.lrs), "scores": list(result.scores)}
-        runs[name] = clock(name, lambda: run_baseline(name, result.best_lr, test_task, steps, test_seed))
+        results = clocks[longest](
+            f"tune_{name}", lambda: tune_learning_rates(name, tuning_task, horizons, tuning_seed, grid)
+        )
+        for steps, result in results.items():
+            learning_rates[steps][name] = result.best_lr
+            tuning[steps][name] = {"lrs": list(result.lrs), "scores": list(result.scores)}
+        for lr in sorted({result.best_lr for result in results.values()}):
+            served = [steps for steps in horizons if results[steps].best_lr == lr]
+            run = clocks[served[-1]](name, lambda: run_baseline(name, lr, test_task, served[-1], test_seed, served))
+            for steps in served:
+                runs[steps][name] = run.first(steps)
+    return {
+        steps: _summarise(runs[steps], test_task, steps, learning_rates[steps], tuning[steps], bootstrap,
+                          test_seed, clocks[steps].seconds, None if steps == longest else longest)
+        for steps in horizons
+    }
+
+
+def _summarise(
+    runs: dict[str, Run],
+    test_task: Any,
+    steps: int,
+    learning_rates: dict[str, float],
+    tuning: dict[str, Any],
+    bootstrap: int,
+    test_seed: int,
+    seconds: dict[str, float],
+    prefix_of: int | None,
+) -> Comparison:
+    """Statistics, curves and (for tasks with a test set) test accuracies of finished runs."""
+    runs = {name: runs[name] for name in ("lstm", *learning_rates) if name in runs}  # lstm first
     losses = {name: run.losses.double().numpy() for name, run in runs.items()}
     summaries = {name: summarize(run[-1], bootstrap, test_seed) for name, run in losses.items()}
     if hasattr(test_task, "test_accuracy"):  # tasks with a test set: the optimizee's accuracy
@@ -149,7 +212,8 @@ def compare(
         tuning=tuning,
         summaries=summaries,
         curves={name: mean_curve(run, min(bootstrap, 500), test_seed) for name, run in losses.items()},
-        seconds=clock.seconds,
+        seconds=seconds,
+        prefix_of=prefix_of,
     )
 
 

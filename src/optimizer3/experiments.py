@@ -14,7 +14,7 @@ import pathlib
 from typing import Any
 
 from optimizer3.config import EvaluationConfig, LearningRateGrid, MetaTrainConfig, to_dict
-from optimizer3.evaluate import Comparison, compare
+from optimizer3.evaluate import Comparison, compare_horizons
 from optimizer3.files import atomic_path, write_text_atomic
 from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
 from optimizer3.meta.checkpoint import meta_params_digest
@@ -64,22 +64,33 @@ def run_mnist_experiments(
     command: str,
     learned_source: str,
 ) -> str:
-    """Run the five experiments, write each one's results and the combined report; return it."""
-    outcomes: dict[str, tuple[Experiment, Comparison]] = {}
-    for experiment in mnist_experiments(meta.task, meta.horizon):
-        print(f"experiment {experiment.title} ...", flush=True)
-        comparison = compare(
-            learned, make_task_family(experiment.task, "heldout", data_dir, evaluation.device), evaluation.baselines,
-            steps=experiment.steps, test_problems=evaluation.test_problems, test_seed=evaluation.test_seed,
-            tuning_problems=evaluation.tuning_problems, tuning_seed=meta.validation_seed,
-            grid=evaluation.grid, bootstrap=evaluation.bootstrap, compile=evaluation.compile,
+    """Run the five experiments, write each one's results and the combined report; return it.
+
+    Experiments on the same network, (a) and (b), share their runs: (a)'s are the first
+    `horizon` steps of (b)'s (`compare_horizons`), the same numbers as separate runs give.
+    """
+    experiments = mnist_experiments(meta.task, meta.horizon)
+    groups: dict[TaskConfig, list[Experiment]] = {}
+    for experiment in experiments:
+        groups.setdefault(experiment.task, []).append(experiment)
+    comparisons: dict[str, Comparison] = {}
+    for task, group in groups.items():
+        print(f"experiment {' and '.join(experiment.title for experiment in group)} ...", flush=True)
+        by_steps = compare_horizons(
+            learned, make_task_family(task, "heldout", data_dir, evaluation.device), evaluation.baselines,
+            horizons=tuple(experiment.steps for experiment in group), test_problems=evaluation.test_problems,
+            test_seed=evaluation.test_seed, tuning_problems=evaluation.tuning_problems,
+            tuning_seed=meta.validation_seed, grid=evaluation.grid, bootstrap=evaluation.bootstrap,
+            compile=evaluation.compile,
         )
-        config = {"meta_train": to_dict(meta), "task": to_dict(experiment.task),
-                  "evaluation": to_dict(evaluation), "learned_optimizer": learned_source,
-                  "meta_params_sha256": meta_params_digest(learned[0])}
-        (run_dir / experiment.key).mkdir(exist_ok=True)
-        write_results(run_dir / experiment.key, comparison, config, f"MNIST {experiment.title}", command)
-        outcomes[experiment.key] = (experiment, comparison)
+        for experiment in group:
+            comparison = comparisons[experiment.key] = by_steps[experiment.steps]
+            config = {"meta_train": to_dict(meta), "task": to_dict(experiment.task),
+                      "evaluation": to_dict(evaluation), "learned_optimizer": learned_source,
+                      "meta_params_sha256": meta_params_digest(learned[0])}
+            (run_dir / experiment.key).mkdir(exist_ok=True)
+            write_results(run_dir / experiment.key, comparison, config, f"MNIST {experiment.title}", command)
+    outcomes = {experiment.key: (experiment, comparisons[experiment.key]) for experiment in experiments}
     return write_summary(run_dir, outcomes, evaluation, command, learned_source, family_note(meta.task))
 
 

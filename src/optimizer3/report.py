@@ -82,6 +82,7 @@ def write_results(
         "tuning": comparison.tuning,
         "curves": comparison.curves,
         "seconds": comparison.seconds,
+        "prefix_of": comparison.prefix_of,
         **(extra or {}),
     }
     write_text_atomic(run_dir / "results.json", json.dumps(_json_safe(results), indent=1) + "\n")
@@ -97,6 +98,10 @@ def write_results(
         "were tuned on the validation problems.\n\n"
         f"{table}\n\n"
         + (f"Learned optimizer relative to the best tuned baseline:\n{ratio_lines}\n" if ratio_lines else "")
+        + (f"These runs are the first {comparison.steps} steps of the {comparison.prefix_of}-step runs on the "
+           "same problems (where the tuned learning rate is the same), which equal runs of "
+           f"{comparison.steps} steps; seconds count only the runs made for this table alone.\n\n"
+           if comparison.prefix_of else "")
         + f"![loss curves](loss_curves.png)\n\n"
         f"Command: `{command}`  \nDate: {date}  \nCode: {results['code_version']}  \n"
         f"Machine: {describe_machine(machine_info)}\n"

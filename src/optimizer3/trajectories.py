@@ -7,7 +7,7 @@ same order of random draws, so that all of them see the same starting points and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import torch
@@ -19,10 +19,26 @@ from optimizer3.tasks.base import Task
 
 
 class Run(NamedTuple):
-    """Losses after every step, shape [steps + 1, problems], and the final parameters."""
+    """Losses after every step, shape [steps + 1, problems], the final parameters, and the
+    parameters after each earlier step count that the run was asked to keep."""
 
     losses: torch.Tensor
     params: torch.Tensor
+    kept: tuple[tuple[int, torch.Tensor], ...] = ()
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses) - 1
+
+    def first(self, steps: int) -> "Run":
+        """This run cut after `steps` steps: the same losses and parameters that a run of
+        `steps` steps makes, as every step depends only on the steps before it."""
+        if steps == self.steps:
+            return self
+        params = dict(self.kept).get(steps)
+        if params is None:
+            raise ValueError(f"This run kept no parameters after step {steps}; pass keep=({steps},)")
+        return Run(self.losses[: steps + 1], params)
 
 
 def run_optimizer(
@@ -30,6 +46,7 @@ def run_optimizer(
     task: Task,
     steps: int,
     seed: int,
+    keep: Iterable[int] = (),
 ) -> Run:
     """Optimize every problem of `task` with a `torch.optim` optimizer; losses [steps + 1, problems].
 
@@ -37,26 +54,32 @@ def run_optimizer(
     parameters on the task's device. Initial parameters and minibatches
     are drawn from a generator seeded with `seed`, in the same order for every optimizer. The
     problems are independent and every optimizer here is coordinatewise, so one optimizer over
-    the stacked parameters is one optimizer per problem.
+    the stacked parameters is one optimizer per problem. `keep`: earlier step counts after
+    which to keep a copy of the parameters, so that `Run.first` can stand for a shorter run.
     """
+    keep = sorted(set(keep) - {steps})
+    if any(not 0 <= t < steps for t in keep):
+        raise ValueError(f"Steps to keep must lie in [0, {steps}]; got {keep}")
     generator = torch.Generator().manual_seed(seed)
     params = task.init(generator).requires_grad_()
     optimizer = make_optimizer([params])
-    history = []
+    history, kept = [], []
     for t in range(steps + 1):
         losses = task.loss(params, task.sample_batch(generator))
         history.append(losses.detach())
+        if t in keep:
+            kept.append((t, params.detach().clone()))
         if t == steps:
             break
         optimizer.zero_grad()
         losses.sum().backward()
         optimizer.step()
-    return Run(torch.stack(history).cpu(), params.detach())
+    return Run(torch.stack(history).cpu(), params.detach(), tuple(kept))
 
 
-def run_baseline(name: str, lr: float, task: Task, steps: int, seed: int) -> Run:
+def run_baseline(name: str, lr: float, task: Task, steps: int, seed: int, keep: Iterable[int] = ()) -> Run:
     """`run_optimizer` with the baseline `name` at learning rate `lr`."""
-    return run_optimizer(lambda params: make_baseline(name, params, lr), task, steps, seed)
+    return run_optimizer(lambda params: make_baseline(name, params, lr), task, steps, seed, keep)
 
 
 def run_learned(
@@ -66,11 +89,12 @@ def run_learned(
     steps: int,
     seed: int,
     compile: bool = False,
+    keep: Iterable[int] = (),
 ) -> Run:
     """`run_optimizer` with the learned optimizer, applied through `LearnedOptimizer` exactly as
     a user would apply it to their own model (`compile`: through `torch.compile`)."""
     return run_optimizer(
-        lambda params: LearnedOptimizer(params, meta_params, config, compile=compile), task, steps, seed
+        lambda params: LearnedOptimizer(params, meta_params, config, compile=compile), task, steps, seed, keep
     )
 
 

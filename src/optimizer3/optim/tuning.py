@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from optimizer3.config import LearningRateGrid
 from optimizer3.errors import UsageError
@@ -33,18 +35,39 @@ def tune_learning_rate(
     name: str, task: Task, steps: int, seed: int, grid: LearningRateGrid
 ) -> TuningResult:
     """Pick the learning rate of baseline `name` on the validation problems `task`."""
+    return tune_learning_rates(name, task, (steps,), seed, grid)[steps]
+
+
+def tune_learning_rates(
+    name: str, task: Task, horizons: tuple[int, ...], seed: int, grid: LearningRateGrid
+) -> dict[int, TuningResult]:
+    """`tune_learning_rate` for several numbers of steps at once, from the same runs.
+
+    Every rate is run once, for the longest horizon; a shorter horizon is scored on the first
+    steps of those runs, which equal runs of its own length (`Run.first`).
+    """
+    longest = max(horizons)
+    runs: dict[float, torch.Tensor] = {}
+
+    def losses(exponent: float) -> torch.Tensor:
+        if exponent not in runs:
+            runs[exponent] = run_baseline(name, 10.0**exponent, task, longest, seed).losses
+        return runs[exponent]
+
+    return {steps: _tune(name, grid, lambda e, steps=steps: tuning_score(losses(e)[steps])) for steps in horizons}
+
+
+def _tune(name: str, grid: LearningRateGrid, score: Callable[[float], float]) -> TuningResult:
+    """The protocol over log10 learning rates, given the score of each."""
     scores: dict[float, float] = {}
-
-    def score(exponent: float) -> float:
-        if exponent not in scores:
-            losses = run_baseline(name, 10.0**exponent, task, steps, seed).losses
-            scores[exponent] = tuning_score(losses[-1])
-        return scores[exponent]
-
     exponents = grid.exponents()
     step = 1.0 / grid.per_decade
     for _ in range(grid.max_extensions + 1):
-        values = [score(e) for e in exponents]
+        values = []
+        for exponent in exponents:
+            if exponent not in scores:
+                scores[exponent] = score(exponent)
+            values.append(scores[exponent])
         best = int(np.argmin(values))
         if not math.isfinite(values[best]):
             raise UsageError(f"Every learning rate diverged for {name}; widen the grid downwards")
