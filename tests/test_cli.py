@@ -163,7 +163,8 @@ def test_a_batch_larger_than_the_data_is_refused(tmp_path, capsys, mnist_dir):
     "extra,needles",
     [(["--baselines", "adamw"], ["adamw"]), (["--steps", "-5"], ["steps: -5"]),
      (["--test-seed", "1"], ["test_seed: 1"]), (["--task", "cubic"], ["cubic"]),
-     (["--lr-min", "0"], ["[0.0, 1.0]"]), (["--activation", "sigmoid,swish"], ["'sigmoid,swish'", "commas"])],
+     (["--lr-min", "0"], ["[0.0, 1.0]"]), (["--activation", "sigmoid,swish"], ["'sigmoid,swish'", "commas"]),
+     (["--workers", "0"], ["workers: 0"])],
 )
 def test_bad_evaluate_input_touches_nothing(tmp_path, capsys, reproduced, extra, needles):
     out = tmp_path / "out"

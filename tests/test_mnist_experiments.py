@@ -87,3 +87,16 @@ def test_a_mixed_family_is_named_in_the_report_and_a_single_one_is_not():
     assert "--activation sigmoid,relu" in note and "first, sigmoid" in note and "(e) tests no generalization" in note
     assert "(e)" not in family_note(TaskConfig(name="mnist", activation="sigmoid,tanh"))
     assert family_note(TaskConfig(name="mnist", activation="relu")) == ""
+
+
+def test_workers_run_the_optimizers_side_by_side_with_the_same_results(tmp_path, shipped, mnist_dir, monkeypatch):
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", shipped)
+    data = ["--data-dir", str(mnist_dir)]
+    for workers in ("1", "2"):
+        assert main(["reproduce", "mnist", "--run-dir", str(tmp_path / workers), "--workers", workers,
+                     *data, *TINY_EVAL, *COMMON]) == 0
+    for key in "abcde":
+        one, two = (json.loads((tmp_path / workers / key / "results.json").read_text()) for workers in "12")
+        for field in ("summaries", "curves", "learning_rates", "tuning"):
+            assert one[field] == two[field], (key, field)
+        assert two["config"]["evaluation"]["workers"] == 2

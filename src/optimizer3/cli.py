@@ -26,7 +26,7 @@ import torch
 
 from optimizer3.config import EvaluationConfig, MetaTrainConfig, to_dict
 from optimizer3.errors import Optimizer3Error, RunDirectoryError, UsageError
-from optimizer3.evaluate import Comparison, compare
+from optimizer3.evaluate import Comparison
 from optimizer3.experiments import MNIST_EVALUATION, run_mnist_experiments
 from optimizer3.files import write_text_atomic
 from optimizer3.flags import (
@@ -38,6 +38,7 @@ from optimizer3.meta.trainer import MetaTrainingInterrupted, meta_train, startin
 from optimizer3.provenance import command_line, provenance
 from optimizer3.report import write_results
 from optimizer3.tasks import TaskConfig, make_task_family
+from optimizer3.workers import compare_tasks
 
 EXPERIMENTS = ("quadratic", "mnist")
 SIGPIPE_STATUS = 128 + 13  # what a shell reports for a command that SIGPIPE ended
@@ -85,19 +86,8 @@ def _evaluate(
     evaluation: EvaluationConfig,
     data_dir: str | None,
 ) -> Comparison:
-    return compare(
-        learned,
-        make_task_family(task, "heldout", data_dir, evaluation.device),
-        evaluation.baselines,
-        steps=evaluation.steps or horizon,
-        test_problems=evaluation.test_problems,
-        test_seed=evaluation.test_seed,
-        tuning_problems=evaluation.tuning_problems,
-        tuning_seed=tuning_seed,
-        grid=evaluation.grid,
-        bootstrap=evaluation.bootstrap,
-        compile=evaluation.compile,
-    )
+    steps = evaluation.steps or horizon
+    return compare_tasks(learned, [(task, (steps,))], evaluation, tuning_seed, data_dir)[0][steps]
 
 
 def command_resume(args: argparse.Namespace) -> None:

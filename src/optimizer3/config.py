@@ -159,10 +159,14 @@ class EvaluationConfig:
     bootstrap: int = _field(2000, "bootstrap resamples for the 95% intervals")
     compile: bool = _field(False, COMPILE_HELP)
     device: str = _field("cpu", DEVICE_HELP)
+    workers: int = _field(
+        1, "processes that run the optimizers of a comparison side by side, each with an equal share "
+        "of --threads (the results do not change)"
+    )
 
     def __post_init__(self) -> None:
         check_baseline_names(self.baselines)
-        for name in ("test_problems", "tuning_problems", "bootstrap"):
+        for name in ("test_problems", "tuning_problems", "bootstrap", "workers"):
             value = getattr(self, name)
             if value < 1:
                 raise UsageError(f"Invalid {name}: {value}; use a positive integer")

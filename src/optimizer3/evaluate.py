@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
-from optimizer3.optim.tuning import LearningRateGrid, tune_learning_rates
-from optimizer3.tasks.base import TaskFamily
+from optimizer3.optim.tuning import LearningRateGrid, TuningResult, tune_learning_rates
+from optimizer3.tasks.base import Task, TaskFamily
 from optimizer3.trajectories import Run, run_baseline, run_learned
 
 
@@ -156,34 +156,74 @@ def compare_horizons(
     `compare` calls.
     """
     horizons = tuple(sorted(set(horizons)))
-    longest = horizons[-1]
+    test_task, tuning_task = sample_tasks(family, test_problems, test_seed, tuning_problems, tuning_seed)
+    names = ("lstm",) * (learned is not None) + tuple(baselines)
+    parts = {name: run_part(name, learned, test_task, tuning_task, horizons, test_seed, tuning_seed, grid, compile)
+             for name in names}
+    return assemble(parts, test_task, horizons, bootstrap, test_seed)
+
+
+def sample_tasks(
+    family: TaskFamily, test_problems: int, test_seed: int, tuning_problems: int, tuning_seed: int
+) -> tuple[Task, Task]:
+    """The test problems and the validation problems that tune the baselines."""
+    return (family.sample(test_problems, torch.Generator().manual_seed(test_seed)),
+            family.sample(tuning_problems, torch.Generator().manual_seed(tuning_seed)))
+
+
+@dataclasses.dataclass
+class Part:
+    """One optimizer's share of a comparison: its test runs and, for a baseline, its tuning,
+    for each horizon; and the seconds that each horizon's own runs took."""
+
+    runs: dict[int, Run]
+    tuning: dict[int, TuningResult]
+    seconds: dict[int, dict[str, float]]
+
+
+def run_part(
+    name: str,
+    learned: tuple[MetaParams, LSTMOptimizerConfig] | None,
+    test_task: Task,
+    tuning_task: Task,
+    horizons: tuple[int, ...],
+    test_seed: int,
+    tuning_seed: int,
+    grid: LearningRateGrid,
+    compile: bool = False,
+) -> Part:
+    """The runs of optimizer `name` ("lstm", the learned one, or a baseline) for `compare_horizons`."""
+    longest = max(horizons)
     clocks = {steps: _Clock() for steps in horizons}
-    test_task = family.sample(test_problems, torch.Generator().manual_seed(test_seed))
-    tuning_task = family.sample(tuning_problems, torch.Generator().manual_seed(tuning_seed))
-    runs: dict[int, dict[str, Run]] = {steps: {} for steps in horizons}
-    learning_rates: dict[int, dict[str, float]] = {steps: {} for steps in horizons}
-    tuning: dict[int, dict[str, Any]] = {steps: {} for steps in horizons}
-    if learned is not None:
+    if name == "lstm":
         run = clocks[longest]("lstm", lambda: run_learned(*learned, test_task, longest, test_seed, compile, horizons))
-        for steps in horizons:
-            runs[steps]["lstm"] = run.first(steps)
-    for name in baselines:
-        results = clocks[longest](
-            f"tune_{name}", lambda: tune_learning_rates(name, tuning_task, horizons, tuning_seed, grid)
+        return Part({steps: run.first(steps) for steps in horizons}, {},
+                    {steps: clock.seconds for steps, clock in clocks.items()})
+    tuning = clocks[longest](f"tune_{name}", lambda: tune_learning_rates(name, tuning_task, horizons, tuning_seed, grid))
+    runs = {}
+    for lr in sorted({result.best_lr for result in tuning.values()}):
+        served = [steps for steps in horizons if tuning[steps].best_lr == lr]
+        run = clocks[served[-1]](name, lambda: run_baseline(name, lr, test_task, served[-1], test_seed, served))
+        runs.update({steps: run.first(steps) for steps in served})
+    return Part(runs, tuning, {steps: clock.seconds for steps, clock in clocks.items()})
+
+
+def assemble(
+    parts: dict[str, Part], test_task: Task, horizons: tuple[int, ...], bootstrap: int, test_seed: int
+) -> dict[int, Comparison]:
+    """The comparison for each horizon from every optimizer's part (`run_part`)."""
+    longest = max(horizons)
+    comparisons = {}
+    for steps in horizons:
+        tuned = {name: part.tuning[steps] for name, part in parts.items() if part.tuning}
+        comparisons[steps] = _summarise(
+            {name: part.runs[steps] for name, part in parts.items()}, test_task, steps,
+            {name: result.best_lr for name, result in tuned.items()},
+            {name: {"lrs": list(result.lrs), "scores": list(result.scores)} for name, result in tuned.items()},
+            bootstrap, test_seed, {k: v for part in parts.values() for k, v in part.seconds[steps].items()},
+            None if steps == longest else longest,
         )
-        for steps, result in results.items():
-            learning_rates[steps][name] = result.best_lr
-            tuning[steps][name] = {"lrs": list(result.lrs), "scores": list(result.scores)}
-        for lr in sorted({result.best_lr for result in results.values()}):
-            served = [steps for steps in horizons if results[steps].best_lr == lr]
-            run = clocks[served[-1]](name, lambda: run_baseline(name, lr, test_task, served[-1], test_seed, served))
-            for steps in served:
-                runs[steps][name] = run.first(steps)
-    return {
-        steps: _summarise(runs[steps], test_task, steps, learning_rates[steps], tuning[steps], bootstrap,
-                          test_seed, clocks[steps].seconds, None if steps == longest else longest)
-        for steps in horizons
-    }
+    return comparisons
 
 
 def _summarise(
@@ -198,7 +238,6 @@ def _summarise(
     prefix_of: int | None,
 ) -> Comparison:
     """Statistics, curves and (for tasks with a test set) test accuracies of finished runs."""
-    runs = {name: runs[name] for name in ("lstm", *learning_rates) if name in runs}  # lstm first
     losses = {name: run.losses.double().numpy() for name, run in runs.items()}
     summaries = {name: summarize(run[-1], bootstrap, test_seed) for name, run in losses.items()}
     if hasattr(test_task, "test_accuracy"):  # tasks with a test set: the optimizee's accuracy

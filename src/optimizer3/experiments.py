@@ -14,15 +14,16 @@ import pathlib
 from typing import Any
 
 from optimizer3.config import EvaluationConfig, LearningRateGrid, MetaTrainConfig, to_dict
-from optimizer3.evaluate import Comparison, compare_horizons
+from optimizer3.evaluate import Comparison
 from optimizer3.files import atomic_path, write_text_atomic
 from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
 from optimizer3.meta.checkpoint import meta_params_digest
 from optimizer3.plotting import plot_panels
 from optimizer3.provenance import code_version, describe_machine, machine
 from optimizer3.report import write_results
-from optimizer3.tasks import TaskConfig, make_task_family
+from optimizer3.tasks import TaskConfig
 from optimizer3.tasks.mlp import activation_names
+from optimizer3.workers import compare_tasks
 
 # Evaluation settings of `reproduce mnist`: 100 test runs per experiment (the issue's minimum),
 # baselines tuned on 16 validation runs over 1e-3 .. 10 (NAG's best rate on MNIST is near 1).
@@ -67,22 +68,19 @@ def run_mnist_experiments(
     """Run the five experiments, write each one's results and the combined report; return it.
 
     Experiments on the same network, (a) and (b), share their runs: (a)'s are the first
-    `horizon` steps of (b)'s (`compare_horizons`), the same numbers as separate runs give.
+    `horizon` steps of (b)'s (`compare_horizons`), the same numbers as separate runs give. With
+    `evaluation.workers` > 1 the optimizers run side by side (`workers.compare_tasks`).
     """
     experiments = mnist_experiments(meta.task, meta.horizon)
     groups: dict[TaskConfig, list[Experiment]] = {}
     for experiment in experiments:
         groups.setdefault(experiment.task, []).append(experiment)
+    announce = lambda task, horizons: print(  # noqa: E731
+        f"experiment {' and '.join(e.title for e in groups[task])} ...", flush=True)
+    results = compare_tasks(learned, [(task, tuple(e.steps for e in group)) for task, group in groups.items()],
+                            evaluation, meta.validation_seed, data_dir, on_start=announce)
     comparisons: dict[str, Comparison] = {}
-    for task, group in groups.items():
-        print(f"experiment {' and '.join(experiment.title for experiment in group)} ...", flush=True)
-        by_steps = compare_horizons(
-            learned, make_task_family(task, "heldout", data_dir, evaluation.device), evaluation.baselines,
-            horizons=tuple(experiment.steps for experiment in group), test_problems=evaluation.test_problems,
-            test_seed=evaluation.test_seed, tuning_problems=evaluation.tuning_problems,
-            tuning_seed=meta.validation_seed, grid=evaluation.grid, bootstrap=evaluation.bootstrap,
-            compile=evaluation.compile,
-        )
+    for by_steps, group in zip(results, groups.values()):
         for experiment in group:
             comparison = comparisons[experiment.key] = by_steps[experiment.steps]
             config = {"meta_train": to_dict(meta), "task": to_dict(experiment.task),
