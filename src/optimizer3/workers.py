@@ -38,6 +38,7 @@ def compare_tasks(
     `on_start(task, horizons)` is called as each task's work begins (with one worker) or, with
     several, once for every task before any begins.
     """
+    tasks = [(task, tuple(sorted(set(horizons)))) for task, horizons in tasks]
     families = [make_task_family(task, "heldout", data_dir, evaluation.device) for task, _ in tasks]
     if evaluation.workers == 1:
         results = []
@@ -70,8 +71,8 @@ def compare_tasks(
     for index, (family, (task, horizons)) in enumerate(zip(families, tasks)):
         test_task, _ = sample_tasks(family, evaluation.test_problems, evaluation.test_seed,
                                     evaluation.tuning_problems, tuning_seed)
-        results.append(assemble({name: parts[index, name] for name in names}, test_task,
-                                tuple(sorted(set(horizons))), evaluation.bootstrap, evaluation.test_seed))
+        results.append(assemble({name: parts[index, name] for name in names}, test_task, horizons,
+                                evaluation.bootstrap, evaluation.test_seed))
     return results
 
 
@@ -88,8 +89,8 @@ def _run_job(
     family = _family(task, data_dir, evaluation.device)
     test_task, tuning_task = sample_tasks(family, evaluation.test_problems, evaluation.test_seed,
                                           evaluation.tuning_problems, tuning_seed)
-    return run_part(name, learned, test_task, tuning_task, tuple(sorted(set(horizons))), evaluation.test_seed,
-                    tuning_seed, evaluation.grid, evaluation.compile)
+    return run_part(name, learned, test_task, tuning_task, horizons, evaluation.test_seed, tuning_seed,
+                    evaluation.grid, evaluation.compile)
 
 
 @functools.cache
