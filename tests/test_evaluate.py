@@ -4,9 +4,12 @@ import torch
 
 from optimizer3.evaluate import compare, compare_horizons, mean_curve, summarize
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
+from optimizer3.errors import UsageError
 from optimizer3.optim.tuning import LearningRateGrid
+from optimizer3.tasks.mlp import MLPFamily
+from optimizer3.tasks.mnist import MNIST
 from optimizer3.tasks.quadratic import QuadraticFamily
-from optimizer3.trajectories import run_baseline, run_learned
+from optimizer3.trajectories import run_baseline, run_baselines, run_learned
 
 
 def test_summary_statistics_and_intervals():
@@ -73,6 +76,25 @@ def test_a_run_cut_short_equals_the_shorter_run():
         long.first(7)
     with pytest.raises(ValueError, match="must lie in"):
         run_baseline("adam", 0.1, task, 5, seed=3, keep=(9,))
+
+
+@pytest.mark.parametrize("family", ["quadratic", "mlp"])
+def test_baselines_in_lockstep_equal_separate_runs(family):
+    if family == "quadratic":  # a task without copies_loss: one copy at a time
+        task = QuadraticFamily(dim=3).sample(4, torch.Generator().manual_seed(0))
+    else:  # an MLP: one product per layer for all copies
+        g = torch.Generator().manual_seed(0)
+        data = MNIST(torch.rand(200, 784, generator=g), torch.randint(0, 10, (200,), generator=g),
+                     torch.rand(20, 784, generator=g), torch.randint(0, 10, (20,), generator=g), None)
+        task = MLPFamily(data, hidden=(6,), batch_size=8, heldout=100).sample(3, torch.Generator())
+    lrs = [0.001, 0.03, 0.3]
+    for name in ("sgd", "adam"):
+        for lr, run in zip(lrs, run_baselines(name, lrs, task, 6, seed=3)):
+            alone = run_baseline(name, lr, task, 6, seed=3)
+            torch.testing.assert_close(run.losses, alone.losses)
+            torch.testing.assert_close(run.params, alone.params)
+    with pytest.raises(UsageError, match="Invalid learning rate: 0"):
+        run_baselines("adam", [0.1, 0], task, 6, seed=3)
 
 
 def test_comparisons_at_several_horizons_equal_separate_comparisons():

@@ -71,6 +71,23 @@ def test_gradients_are_per_instance():
     torch.testing.assert_close(grads[:1], grad0)
 
 
+@pytest.mark.parametrize("hidden,activation", [((20,), "sigmoid"), ((9, 6), "sigmoid,relu")])
+def test_copies_share_minibatches_and_each_gets_its_own_losses_and_gradients(hidden, activation):
+    task = MLPFamily(_fake_mnist(), hidden=hidden, activation=activation, batch_size=8,
+                     heldout=100).sample(4, torch.Generator())
+    g = torch.Generator().manual_seed(4)
+    start, batch = task.init(g), task.sample_batch(g)
+    copies = [(start + 0.1 * c * torch.randn(start.shape, generator=g)).requires_grad_() for c in range(3)]
+    together = task.copies_loss(copies, batch)
+    assert together.shape == (3, 4)
+    grads = torch.autograd.grad(together.sum(), copies)
+    for params, losses, grad in zip(copies, together, grads):
+        alone = task.loss(params, batch)
+        torch.testing.assert_close(losses, alone)
+        torch.testing.assert_close(grad, torch.autograd.grad(alone.sum(), params)[0])
+    assert not torch.allclose(together[0], together[1])  # the copies do differ
+
+
 def test_instances_have_their_own_init_and_minibatches():
     task = MLPFamily(_fake_mnist(), batch_size=8, heldout=100).sample(2, torch.Generator())
     g = torch.Generator().manual_seed(3)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 
 from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
-from optimizer3.optim.baselines import make_baseline
+from optimizer3.optim.baselines import make_baseline, make_baselines
 from optimizer3.optim.learned import LearnedOptimizer
 from optimizer3.tasks.base import Task
 
@@ -57,29 +57,65 @@ def run_optimizer(
     the stacked parameters is one optimizer per problem. `keep`: earlier step counts after
     which to keep a copy of the parameters, so that `Run.first` can stand for a shorter run.
     """
+    return run_copies(make_optimizer, task, 1, steps, seed, keep)[0]
+
+
+def run_copies(
+    make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+    task: Task,
+    copies: int,
+    steps: int,
+    seed: int,
+    keep: Iterable[int] = (),
+) -> list[Run]:
+    """`run_optimizer` for `copies` copies of the problems in lockstep: every copy starts from the
+    same parameters and sees the same minibatches, and `make_optimizer` gets one parameter
+    tensor per copy (to give each its own hyperparameters, in its own parameter group). Copy c's
+    run equals the run `run_optimizer` makes with copy c's optimizer alone; a task with a
+    `copies_loss` method computes all copies' losses at once (for an MLP, one matrix product
+    reads each minibatch for every copy), any other task one copy at a time.
+    """
     keep = sorted(set(keep) - {steps})
     if any(not 0 <= t < steps for t in keep):
         raise ValueError(f"Steps to keep must lie in [0, {steps}]; got {keep}")
     generator = torch.Generator().manual_seed(seed)
-    params = task.init(generator).requires_grad_()
-    optimizer = make_optimizer([params])
+    start = task.init(generator)
+    params = [start.clone().requires_grad_() for _ in range(copies)] if copies > 1 else [start.requires_grad_()]
+    optimizer = make_optimizer(params)
     history, kept = [], []
     for t in range(steps + 1):
-        losses = task.loss(params, task.sample_batch(generator))
+        losses = _copies_loss(task, params, task.sample_batch(generator))
         history.append(losses.detach())
         if t in keep:
-            kept.append((t, params.detach().clone()))
+            kept.append((t, [p.detach().clone() for p in params]))
         if t == steps:
             break
         optimizer.zero_grad()
         losses.sum().backward()
         optimizer.step()
-    return Run(torch.stack(history).cpu(), params.detach(), tuple(kept))
+    history = torch.stack(history, dim=1).cpu()
+    return [Run(history[c], params[c].detach(), tuple((t, kept_params[c]) for t, kept_params in kept))
+            for c in range(copies)]
+
+
+def _copies_loss(task: Task, params: list[torch.Tensor], batch) -> torch.Tensor:
+    """Losses [copies, problems] of each copy's parameters on the shared `batch`."""
+    if len(params) == 1:
+        return task.loss(params[0], batch).unsqueeze(0)
+    if hasattr(task, "copies_loss"):
+        return task.copies_loss(params, batch)
+    return torch.stack([task.loss(p, batch) for p in params])
 
 
 def run_baseline(name: str, lr: float, task: Task, steps: int, seed: int, keep: Iterable[int] = ()) -> Run:
     """`run_optimizer` with the baseline `name` at learning rate `lr`."""
     return run_optimizer(lambda params: make_baseline(name, params, lr), task, steps, seed, keep)
+
+
+def run_baselines(name: str, lrs: list[float], task: Task, steps: int, seed: int) -> list[Run]:
+    """`run_baseline` at each learning rate of `lrs`, as copies in lockstep (`run_copies`): the
+    same runs, made faster by sharing each step's minibatch."""
+    return run_copies(lambda params: make_baselines(name, params, lrs), task, len(lrs), steps, seed)
 
 
 def run_learned(

@@ -31,7 +31,20 @@ def check_baseline_names(names: Iterable[str]) -> tuple[str, ...]:
 
 def make_baseline(name: str, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     """The baseline optimizer `name` over `params` with learning rate `lr`."""
-    check_baseline_names([name])
-    if not lr > 0:
-        raise UsageError(f"Invalid learning rate: {lr}; use a positive number")
+    _check(name, [lr])
     return BASELINES[name](params, lr)
+
+
+def make_baselines(name: str, params: list[torch.Tensor], lrs: list[float]) -> torch.optim.Optimizer:
+    """One optimizer `name` with a parameter group per learning rate, `params[i]` at `lrs[i]`;
+    each group's updates are those that its own `make_baseline` optimizer would make."""
+    _check(name, lrs)
+    groups = [{"params": [tensor], "lr": lr} for tensor, lr in zip(params, lrs, strict=True)]
+    return BASELINES[name](groups, lrs[0])
+
+
+def _check(name: str, lrs: Iterable[float]) -> None:
+    check_baseline_names([name])
+    for lr in lrs:
+        if not lr > 0:
+            raise UsageError(f"Invalid learning rate: {lr}; use a positive number")

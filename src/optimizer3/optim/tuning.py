@@ -18,7 +18,7 @@ import torch
 from optimizer3.config import LearningRateGrid
 from optimizer3.errors import UsageError
 from optimizer3.tasks.base import Task
-from optimizer3.trajectories import run_baseline, tuning_score
+from optimizer3.trajectories import run_baselines, tuning_score
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,27 +47,27 @@ def tune_learning_rates(
     steps of those runs, which equal runs of its own length (`Run.first`).
     """
     longest = max(horizons)
-    runs: dict[float, torch.Tensor] = {}
+    losses: dict[float, torch.Tensor] = {}
 
-    def losses(exponent: float) -> torch.Tensor:
-        if exponent not in runs:
-            runs[exponent] = run_baseline(name, 10.0**exponent, task, longest, seed).losses
-        return runs[exponent]
+    def scores(exponents: list[float], steps: int) -> list[float]:
+        missing = [exponent for exponent in exponents if exponent not in losses]
+        if missing:  # every rate not yet run, in lockstep: the same runs, sharing each minibatch
+            runs = run_baselines(name, [10.0**exponent for exponent in missing], task, longest, seed)
+            losses.update(zip(missing, (run.losses for run in runs)))
+        return [tuning_score(losses[exponent][steps]) for exponent in exponents]
 
-    return {steps: _tune(name, grid, lambda e, steps=steps: tuning_score(losses(e)[steps])) for steps in horizons}
+    return {steps: _tune(name, grid, lambda exponents, steps=steps: scores(exponents, steps)) for steps in horizons}
 
 
-def _tune(name: str, grid: LearningRateGrid, score: Callable[[float], float]) -> TuningResult:
-    """The protocol over log10 learning rates, given the score of each."""
+def _tune(name: str, grid: LearningRateGrid, score: Callable[[list[float]], list[float]]) -> TuningResult:
+    """The protocol over log10 learning rates, given a function that scores several of them."""
     scores: dict[float, float] = {}
     exponents = grid.exponents()
     step = 1.0 / grid.per_decade
     for _ in range(grid.max_extensions + 1):
-        values = []
-        for exponent in exponents:
-            if exponent not in scores:
-                scores[exponent] = score(exponent)
-            values.append(scores[exponent])
+        missing = [exponent for exponent in exponents if exponent not in scores]
+        scores.update(zip(missing, score(missing)))
+        values = [scores[exponent] for exponent in exponents]
         best = int(np.argmin(values))
         if not math.isfinite(values[best]):
             raise UsageError(f"Every learning rate diverged for {name}; widen the grid downwards")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,14 +37,19 @@ def activation_names(spec: str) -> tuple[str, ...]:
 
 
 def activate(x: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
-    """Each instance's activation applied to its rows of x [instances, examples, units]: instance
-    i takes the (i mod n)-th of the n names, each computed on its own instances only."""
+    """Each instance's activation applied to x [copies, instances, examples, units]: instance i
+    takes the (i mod n)-th of the n names, each computed on its own instances only."""
     if len(names) == 1:
         return ACTIVATIONS[names[0]](x)
     out = torch.empty_like(x)
     for index, name in enumerate(names):
-        out[index :: len(names)] = ACTIVATIONS[name](x[index :: len(names)])
+        out[:, index :: len(names)] = ACTIVATIONS[name](x[:, index :: len(names)])
     return out
+
+
+def _stack(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """torch.stack, without a copy for a single tensor."""
+    return tensors[0].unsqueeze(dim) if len(tensors) == 1 else torch.stack(tensors, dim)
 
 
 def layer_shapes(inputs: int, hidden: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -94,28 +100,54 @@ class MLPTask:
 
     def logits(self, params: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Class scores [instances, examples, 10] for inputs [instances or 1, examples, pixels]."""
+        return self.copies_logits([params], inputs)[0]
+
+    def copies_logits(self, params: Sequence[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        """Class scores [copies, instances, examples, 10] of several copies of the instances, each
+        with its own parameters (`params`: one [instances, dim] tensor per copy), on inputs
+        [instances or 1, examples, pixels] that every copy shares."""
+        copies, instances = len(params), params[0].shape[0]
         names = activation_names(self.activation)
-        offset, x = 0, inputs
-        last = len(self.shapes) - 1
+        # A split, not a slice per layer: its backward writes each gradient once, where a
+        # slice's backward fills a zero tensor the size of all the parameters.
+        sizes = [size for fan_in, fan_out in self.shapes for size in (fan_in * fan_out, fan_out)]
+        pieces = [copy.split(sizes, -1) for copy in params]
+        x = inputs
         for layer, (fan_in, fan_out) in enumerate(self.shapes):
-            weight = params[:, offset : offset + fan_in * fan_out].view(-1, fan_in, fan_out)
-            offset += fan_in * fan_out
-            bias = params[:, offset : offset + fan_out].unsqueeze(1)
-            offset += fan_out
-            x = torch.baddbmm(bias, x, weight) if x.shape[0] == weight.shape[0] else torch.matmul(x, weight) + bias
-            if layer != last:
+            bias = _stack([piece[2 * layer + 1] for piece in pieces], 0)
+            if layer == 0:
+                # The copies of an instance read the same inputs: one product with their weights
+                # side by side ([instances, pixels, copies * units]) instead of one per copy.
+                # Each copy's columns come out as its own product would (tests/test_mlp.py).
+                weight = _stack([piece[0].view(instances, fan_in, fan_out) for piece in pieces], 2)
+                weight = weight.view(instances, fan_in, copies * fan_out)
+                x = torch.bmm(x, weight) if x.shape[0] == instances else torch.matmul(x, weight)
+                x = x.view(instances, -1, copies, fan_out).permute(2, 0, 1, 3) + bias.unsqueeze(2)
+            else:
+                rows = copies * instances
+                weight = _stack([piece[2 * layer].view(instances, fan_in, fan_out) for piece in pieces], 0)
+                x = torch.baddbmm(bias.view(rows, 1, fan_out), x.reshape(rows, -1, fan_in),
+                                  weight.view(rows, fan_in, fan_out)).view(copies, instances, -1, fan_out)
+            if layer != len(self.shapes) - 1:
                 x = activate(x, names)
         return x
 
     def loss(self, params: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of each instance on its own minibatch, shape [instances]."""
+        return self.copies_loss([params], batch)[0]
+
+    def copies_loss(self, params: Sequence[torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+        """`loss` of several copies of the instances, each with its own parameters (one
+        [instances, dim] tensor per copy), on the same minibatches, shape [copies, instances]:
+        each gathered image is read once for all copies."""
         # index_select on the flat indices gathers the same rows as images[batch], four times
         # faster for the 16 instances of a tuning run on a CPU (benchmarks/gather.py).
         flat = batch.reshape(-1)
         inputs = self.images.index_select(0, flat).view(*batch.shape, -1)
-        logits = self.logits(params, inputs)
-        losses = F.cross_entropy(logits.reshape(-1, CLASSES), self.labels.index_select(0, flat), reduction="none")
-        return losses.view(self.num_problems, -1).mean(dim=1)
+        logits = self.copies_logits(params, inputs)
+        labels = self.labels.index_select(0, flat).repeat(len(params))
+        losses = F.cross_entropy(logits.reshape(-1, CLASSES), labels, reduction="none")
+        return losses.view(len(params), self.num_problems, -1).mean(dim=2)
 
     @torch.no_grad()
     def test_accuracy(self, params: torch.Tensor) -> torch.Tensor:
