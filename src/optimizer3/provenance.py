@@ -44,15 +44,21 @@ def code_version() -> str:
     return f"{__version__}+g{commit}" + (".dirty" if dirty else "")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+def cpu_model(cpuinfo: pathlib.Path = pathlib.Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, with its family and model numbers where /proc/cpuinfo gives them
+    (virtual machines often report a bare "AMD EPYC" for different generations)."""
     try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        fields: dict[str, str] = {}
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        fields = {}
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        return f"{fields['model name']} (family {fields['cpu family']}, model {fields['model']})"
+    return fields["model name"]
 
 
 def machine() -> dict[str, Any]:
@@ -60,6 +66,9 @@ def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "processor": cpu_model(),
+        # The vector instructions torch's CPU kernels use: machines that differ here round
+        # differently (README, the MNIST table's experiment (e)).
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -72,7 +81,8 @@ def machine() -> dict[str, Any]:
 
 def describe_machine(info: dict[str, Any]) -> str:
     """`machine()` as one line of prose."""
-    line = (f"{info['processor']}, {info['cpu_count']} CPUs, {info['torch_threads']} torch threads, "
+    capability = f", {info['cpu_capability']}" if info.get("cpu_capability") else ""
+    line = (f"{info['processor']}{capability}, {info['cpu_count']} CPUs, {info['torch_threads']} torch threads, "
             f"torch {info['torch']}")
     return line + (f", {info['gpu']}" if "gpu" in info else "")
 
