@@ -1,6 +1,7 @@
 """Speed of MNIST meta-training: seconds per trajectory per optimizee instance.
 
     python benchmarks/mnist.py --data-dir ../shared/data/mnist [--compile] [--threads N] [--device cuda]
+        [--unroll 100 --recompute-every 20]
 
 One trajectory is 100 steps of an MLP with batch 128, the learned optimizer's forward pass and
 the meta-backward through it (5 truncations of 20 steps, with the meta-optimizer's steps), as
@@ -11,23 +12,29 @@ trajectory and network sizes; best of `--repeats` trajectories after one warm-up
 from __future__ import annotations
 
 import argparse
+import os
 
-import torch
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the optimizer3 command sets it, before torch
 
-from optimizer3.config import MetaTrainConfig
-from optimizer3.learned.lstm import LSTMOptimizerConfig
-from optimizer3.provenance import machine as machine_description
-from optimizer3.tasks import TaskConfig, make_task_family
-from timing import best_trajectory_seconds
+import torch  # noqa: E402
+
+from optimizer3.config import MetaTrainConfig  # noqa: E402
+from optimizer3.learned.lstm import LSTMOptimizerConfig  # noqa: E402
+from optimizer3.provenance import machine as machine_description  # noqa: E402
+from optimizer3.tasks import TaskConfig, make_task_family  # noqa: E402
+from timing import best_trajectory_seconds  # noqa: E402
 
 
 def seconds_per_trajectory(
-    hidden: tuple[int, ...], instances: int, repeats: int, data_dir: str | None, compile: bool, device: str
+    hidden: tuple[int, ...], instances: int, repeats: int, data_dir: str | None, compile: bool, device: str,
+    unroll: int = 20, recompute_every: int = 0,
 ) -> float:
     config = MetaTrainConfig(
         task=TaskConfig(name="mnist", hidden=hidden),
         optimizer=LSTMOptimizerConfig(preprocessing="log_sign", output_init="zeros"),
         problems=instances,
+        unroll=unroll,
+        recompute_every=recompute_every,
         compile=compile,
         device=device,
     )
@@ -40,7 +47,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="the LSTM step through torch.compile")
-    parser.add_argument("--only-base", action="store_true", help="only the base network, 2 instances")
+    parser.add_argument("--only-base", action="store_true",
+                        help="only the base network (with 2 instances unless --instances says)")
+    parser.add_argument("--unroll", type=int, default=20, help="steps per truncation (100: the whole horizon)")
+    parser.add_argument("--recompute-every", type=int, default=0,
+                        help="hold the meta-graph of this many steps at a time (0: the whole truncation's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--instances", type=int, nargs="+", default=None,
                         help="instance counts for the base network (default: 1 2 4)")
@@ -48,10 +59,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"machine: {machine_description()}")
-    base = tuple(((20,), count) for count in (args.instances or (1, 2, 4)))
-    cases = (((20,), 2),) if args.only_base else base + (((40,), 1), ((20, 20), 1))
+    base = tuple(((20,), count) for count in (args.instances or ((2,) if args.only_base else (1, 2, 4))))
+    cases = base if args.only_base else base + (((40,), 1), ((20, 20), 1))
     for hidden, instances in cases:
-        seconds = seconds_per_trajectory(hidden, instances, args.repeats, args.data_dir, args.compile, args.device)
+        seconds = seconds_per_trajectory(hidden, instances, args.repeats, args.data_dir, args.compile, args.device,
+                                         args.unroll, args.recompute_every)
         coordinates = make_task_family(TaskConfig(name="mnist", hidden=hidden), "train", args.data_dir) \
             .sample(1, torch.Generator()).dim
         print(f"hidden {list(hidden)}, {instances} instance(s) of {coordinates} parameters: "

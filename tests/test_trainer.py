@@ -7,10 +7,11 @@ import torch
 
 from optimizer3.config import MetaTrainConfig, to_dict
 from optimizer3.errors import CheckpointError, UsageError
-from optimizer3.learned.lstm import LSTMOptimizerConfig
+from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.meta.checkpoint import FORMAT_VERSION, load_checkpoint
-from optimizer3.meta.trainer import loss_weights, meta_train
-from optimizer3.tasks import TaskConfig
+from optimizer3.meta.trainer import loss_weights, meta_gradient, meta_train
+from optimizer3.meta.unroll import start
+from optimizer3.tasks import TaskConfig, make_task_family
 
 TINY = MetaTrainConfig(
     task=TaskConfig(dim=5), horizon=20, unroll=5, problems=32, trajectories=16,
@@ -53,13 +54,37 @@ def test_loss_weights():
     [({"horizon": 100, "unroll": 30}, "does not divide"), ({"horizon": 0}, "horizon: 0"),
      ({"trajectories": -1}, "trajectories: -1"), ({"meta_lr": 0.0}, "meta learning rate"),
      ({"validation_seed": 0}, "seeds are both 0"), ({"loss_weights": "cubic"}, "'cubic'"),
-     ({"meta_objective": "sqrt"}, "'sqrt'"),
+     ({"meta_objective": "sqrt"}, "'sqrt'"), ({"recompute_every": -2}, "recompute_every: -2"),
+     ({"recompute_every": 5, "second_order": True}, "does not combine with second_order"),
      ({"task": TaskConfig(name="mnist", activation="sigmoid,relu"), "problems": 3}, "problems: 3 is not a multiple of 2"),
      ({"task": TaskConfig(name="mnist", activation="tanh,relu,relu"), "problems": 6}, "validation_problems: 500 is not a multiple of 3")],
 )
 def test_bad_settings_are_refused(changes, match):
     with pytest.raises(UsageError, match=match):
         dataclasses.replace(MetaTrainConfig(), **changes)
+
+
+@pytest.mark.parametrize("momentum_inputs", [(), (0.5, 0.9)])
+def test_recomputed_segments_give_the_whole_truncations_meta_gradient(momentum_inputs):
+    optimizer = LSTMOptimizerConfig(momentum_inputs=momentum_inputs)
+    outcomes = []
+    for recompute_every in (0, 7, 20):  # 0 and 20 (the whole unroll): one graph; 7: segments of 7, 7, 6
+        config = dataclasses.replace(TINY, optimizer=optimizer, unroll=20, recompute_every=recompute_every)
+        generator = torch.Generator().manual_seed(0)
+        meta_params = {k: v.requires_grad_() for k, v in init_meta_params(optimizer, generator).items()}
+        task = make_task_family(config.task, "train").sample(8, generator)
+        carry, _ = start(task, optimizer, generator)
+        loss, end = meta_gradient(meta_params, config, task, carry, generator, loss_weights("linear", 20))
+        outcomes.append((loss, {k: v.grad for k, v in meta_params.items()}, end, generator.get_state()))
+    (loss, grads, end, rng), segmented = outcomes[0], outcomes[1]
+    assert outcomes[2][0] == loss and torch.equal(outcomes[2][1]["output.weight"], grads["output.weight"])
+    assert segmented[0] == pytest.approx(loss, rel=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(segmented[1][name], grad, rtol=1e-5, atol=1e-7)
+    assert grads["output.weight"].abs().sum() > 0
+    # The same end of the truncation, and the same random draws after it.
+    assert torch.equal(segmented[2].params, end.params) and torch.equal(segmented[2].state.h[1], end.state.h[1])
+    assert not segmented[2].params.requires_grad and torch.equal(segmented[3], rng)
 
 
 @pytest.fixture(scope="module")

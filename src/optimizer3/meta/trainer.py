@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from optimizer3 import pretrained
 from optimizer3.config import MetaTrainConfig
 from optimizer3.errors import Optimizer3Error, UsageError
-from optimizer3.learned.lstm import MetaParams, init_meta_params
+from optimizer3.learned.lstm import LSTMState, MetaParams, init_meta_params
 from optimizer3.meta.checkpoint import load_learned_optimizer
 from optimizer3.meta.run_state import (
     RunState, clone_params, make_meta_optimizer, open_metrics, save_state, state_from_checkpoint,
@@ -92,6 +92,8 @@ def meta_gradient(
 
     Returns the meta-loss and the carry, detached: this is the truncation boundary.
     """
+    if 0 < config.recompute_every < config.unroll:
+        return segmented_meta_gradient(meta_params, config, task, carry, generator, weights)
     meta_loss, carry, _ = unroll(
         meta_params, config.optimizer, task, carry, config.unroll, generator,
         weights=weights, second_order=config.second_order, loss_clip=config.loss_clip,
@@ -102,6 +104,71 @@ def meta_gradient(
     if meta_loss.requires_grad:
         meta_loss.backward()
     return float(meta_loss.detach()), carry.detach()
+
+
+def segmented_meta_gradient(
+    meta_params: MetaParams,
+    config: MetaTrainConfig,
+    task: Task,
+    carry: Carry,
+    generator: torch.Generator,
+    weights: torch.Tensor,
+) -> tuple[float, Carry]:
+    """`meta_gradient` holding the graph of `config.recompute_every` steps at a time.
+
+    The truncation first runs without a graph, keeping where each segment starts (its carry
+    and the generator's state, so that it draws the same minibatches again). Then, last segment
+    first, each segment runs again with a graph and is differentiated: its own meta-loss, plus
+    the gradient that the later segments' meta-loss sends back into its end (their parameters
+    and LSTM state), which gives the gradient to its start for the segment before it. The sum
+    is the truncation's meta-gradient (the same as `meta_gradient` computes, to rounding).
+    """
+    segment = config.recompute_every
+    options = dict(second_order=False, loss_clip=config.loss_clip,
+                   log_loss=config.meta_objective == "log_loss", compile=config.compile)
+    starts = []
+    with torch.no_grad():
+        for begin in range(0, config.unroll, segment):
+            starts.append((begin, carry, generator.get_state()))
+            _, carry, _ = unroll(meta_params, config.optimizer, task, carry, min(segment, config.unroll - begin),
+                                 generator, weights=weights[begin : begin + segment], **options)
+    end_state = generator.get_state()
+    for tensor in meta_params.values():
+        tensor.grad = None
+    total, adjoint = 0.0, None
+    for begin, start_carry, rng in reversed(starts):
+        generator.set_state(rng)
+        leaves = [tensor.detach().requires_grad_(begin > 0) for tensor in _carried(start_carry)]
+        start_carry = _with_carried(start_carry, leaves)
+        meta_loss, end, _ = unroll(meta_params, config.optimizer, task, start_carry,
+                                   min(segment, config.unroll - begin), generator,
+                                   weights=weights[begin : begin + segment], **options)
+        outputs, grads = [meta_loss], [torch.ones_like(meta_loss)]
+        if adjoint is not None:
+            pairs = [(out, grad) for out, grad in zip(_carried(end), adjoint) if grad is not None and out.requires_grad]
+            outputs += [out for out, _ in pairs]
+            grads += [grad for _, grad in pairs]
+        if any(output.requires_grad for output in outputs):
+            torch.autograd.backward(outputs, grads)
+        adjoint = [leaf.grad for leaf in leaves]
+        total += float(meta_loss.detach())
+    generator.set_state(end_state)
+    return total, carry.detach()
+
+
+def _carried(carry: Carry) -> list[torch.Tensor]:
+    """The tensors of a carry that the meta-gradient flows through: the parameters and the
+    LSTM state (the optimizee's gradient is a constant of the meta-graph)."""
+    state = carry.state
+    return [carry.params, *state.h, *state.c] + ([] if state.momentum is None else [state.momentum])
+
+
+def _with_carried(carry: Carry, tensors: list[torch.Tensor]) -> Carry:
+    """`carry` with the tensors of `_carried` replaced, in the same order."""
+    layers = len(carry.state.h)
+    h, c = tuple(tensors[1 : 1 + layers]), tuple(tensors[1 + layers : 1 + 2 * layers])
+    momentum = tensors[1 + 2 * layers] if carry.state.momentum is not None else None
+    return carry._replace(params=tensors[0], state=LSTMState(h, c, momentum))
 
 
 def train_trajectory(
