@@ -94,11 +94,7 @@ def meta_gradient(
     """
     if 0 < config.recompute_every < config.unroll:
         return segmented_meta_gradient(meta_params, config, task, carry, generator, weights)
-    meta_loss, carry, _ = unroll(
-        meta_params, config.optimizer, task, carry, config.unroll, generator,
-        weights=weights, second_order=config.second_order, loss_clip=config.loss_clip,
-        log_loss=config.meta_objective == "log_loss", compile=config.compile,
-    )
+    meta_loss, carry = _unroll(meta_params, config, task, carry, generator, weights)
     for tensor in meta_params.values():
         tensor.grad = None
     if meta_loss.requires_grad:
@@ -124,14 +120,11 @@ def segmented_meta_gradient(
     is the truncation's meta-gradient (the same as `meta_gradient` computes, to rounding).
     """
     segment = config.recompute_every
-    options = dict(second_order=False, loss_clip=config.loss_clip,
-                   log_loss=config.meta_objective == "log_loss", compile=config.compile)
     starts = []
     with torch.no_grad():
         for begin in range(0, config.unroll, segment):
             starts.append((begin, carry, generator.get_state()))
-            _, carry, _ = unroll(meta_params, config.optimizer, task, carry, min(segment, config.unroll - begin),
-                                 generator, weights=weights[begin : begin + segment], **options)
+            _, carry = _unroll(meta_params, config, task, carry, generator, weights[begin : begin + segment])
     end_state = generator.get_state()
     for tensor in meta_params.values():
         tensor.grad = None
@@ -140,9 +133,7 @@ def segmented_meta_gradient(
         generator.set_state(rng)
         leaves = [tensor.detach().requires_grad_(begin > 0) for tensor in _carried(start_carry)]
         start_carry = _with_carried(start_carry, leaves)
-        meta_loss, end, _ = unroll(meta_params, config.optimizer, task, start_carry,
-                                   min(segment, config.unroll - begin), generator,
-                                   weights=weights[begin : begin + segment], **options)
+        meta_loss, end = _unroll(meta_params, config, task, start_carry, generator, weights[begin : begin + segment])
         outputs, grads = [meta_loss], [torch.ones_like(meta_loss)]
         if adjoint is not None:
             pairs = [(out, grad) for out, grad in zip(_carried(end), adjoint) if grad is not None and out.requires_grad]
@@ -154,6 +145,20 @@ def segmented_meta_gradient(
         total += float(meta_loss.detach())
     generator.set_state(end_state)
     return total, carry.detach()
+
+
+def _unroll(
+    meta_params: MetaParams, config: MetaTrainConfig, task: Task, carry: Carry, generator: torch.Generator,
+    weights: torch.Tensor,
+) -> tuple[torch.Tensor, Carry]:
+    """`unroll` for as many steps as `weights` has, with the run's settings: the meta-loss and
+    the carry after it."""
+    meta_loss, carry, _ = unroll(
+        meta_params, config.optimizer, task, carry, len(weights), generator,
+        weights=weights, second_order=config.second_order, loss_clip=config.loss_clip,
+        log_loss=config.meta_objective == "log_loss", compile=config.compile,
+    )
+    return meta_loss, carry
 
 
 def _carried(carry: Carry) -> list[torch.Tensor]:
