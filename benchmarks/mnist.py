@@ -4,7 +4,7 @@
         [--unroll 100 --recompute-every 20]
 
 One trajectory is 100 steps of an MLP with batch 128, the learned optimizer's forward pass and
-the meta-backward through it (5 truncations of 20 steps, with the meta-optimizer's steps), as
+the meta-backward through it (truncations of `--unroll` steps, 20 by default, with the meta-optimizer's steps), as
 in `optimizer3 meta-train --task mnist`. Reported for several numbers of instances per
 trajectory and network sizes; best of `--repeats` trajectories after one warm-up.
 """

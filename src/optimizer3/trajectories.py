@@ -78,6 +78,8 @@ def run_copies(
     keep = sorted(set(keep) - {steps})
     if any(not 0 <= t < steps for t in keep):
         raise ValueError(f"Steps to keep must lie in [0, {steps}]; got {keep}")
+    if copies < 1:
+        raise ValueError(f"Invalid number of copies: {copies}; use 1 or more")
     generator = torch.Generator().manual_seed(seed)
     start = task.init(generator)
     params = [start.clone().requires_grad_() for _ in range(copies)] if copies > 1 else [start.requires_grad_()]

@@ -163,17 +163,16 @@ def _unroll(
 
 def _carried(carry: Carry) -> list[torch.Tensor]:
     """The tensors of a carry that the meta-gradient flows through: the parameters and the
-    LSTM state (the optimizee's gradient is a constant of the meta-graph)."""
-    state = carry.state
-    return [carry.params, *state.h, *state.c] + ([] if state.momentum is None else [state.momentum])
+    LSTM's hidden and cell state. The optimizee's gradient and its moving averages are
+    constants of the meta-graph (first-order meta-gradients)."""
+    return [carry.params, *carry.state.h, *carry.state.c]
 
 
 def _with_carried(carry: Carry, tensors: list[torch.Tensor]) -> Carry:
     """`carry` with the tensors of `_carried` replaced, in the same order."""
     layers = len(carry.state.h)
-    h, c = tuple(tensors[1 : 1 + layers]), tuple(tensors[1 + layers : 1 + 2 * layers])
-    momentum = tensors[1 + 2 * layers] if carry.state.momentum is not None else None
-    return carry._replace(params=tensors[0], state=LSTMState(h, c, momentum))
+    h, c = tuple(tensors[1 : 1 + layers]), tuple(tensors[1 + layers :])
+    return carry._replace(params=tensors[0], state=LSTMState(h, c, carry.state.momentum))
 
 
 def train_trajectory(

@@ -66,7 +66,7 @@ def _tune(name: str, grid: LearningRateGrid, score: Callable[[list[float]], list
     step = 1.0 / grid.per_decade
     for _ in range(grid.max_extensions + 1):
         missing = [exponent for exponent in exponents if exponent not in scores]
-        scores.update(zip(missing, score(missing)))
+        scores.update(zip(missing, score(missing), strict=True))
         values = [scores[exponent] for exponent in exponents]
         best = int(np.argmin(values))
         if not math.isfinite(values[best]):
