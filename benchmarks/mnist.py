@@ -1,7 +1,7 @@
 """Speed of MNIST meta-training: seconds per trajectory per optimizee instance.
 
     python benchmarks/mnist.py --data-dir ../shared/data/mnist [--compile] [--threads N] [--device cuda]
-        [--unroll 100 --recompute-every 20]
+        [--unroll 100 --recompute-every 20] [--matmul-dtype bfloat16]
 
 One trajectory is 100 steps of an MLP with batch 128, the learned optimizer's forward pass and
 the meta-backward through it (truncations of `--unroll` steps, 20 by default, with the meta-optimizer's steps), as
@@ -27,7 +27,7 @@ from timing import best_trajectory_seconds  # noqa: E402
 
 def seconds_per_trajectory(
     hidden: tuple[int, ...], instances: int, repeats: int, data_dir: str | None, compile: bool, device: str,
-    unroll: int = 20, recompute_every: int = 0,
+    unroll: int = 20, recompute_every: int = 0, matmul_dtype: str = "float32",
 ) -> float:
     config = MetaTrainConfig(
         task=TaskConfig(name="mnist", hidden=hidden),
@@ -36,6 +36,7 @@ def seconds_per_trajectory(
         unroll=unroll,
         recompute_every=recompute_every,
         compile=compile,
+        matmul_dtype=matmul_dtype,
         device=device,
     )
     return best_trajectory_seconds(config, repeats, data_dir)
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--unroll", type=int, default=20, help="steps per truncation (100: the whole horizon)")
     parser.add_argument("--recompute-every", type=int, default=0,
                         help="hold the meta-graph of this many steps at a time (0: the whole truncation's)")
+    parser.add_argument("--matmul-dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="dtype of the LSTM's matrix products")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--instances", type=int, nargs="+", default=None,
                         help="instance counts for the base network (default: 1 2 4)")
@@ -63,7 +66,7 @@ def main() -> None:
     cases = base if args.only_base else base + (((40,), 1), ((20, 20), 1))
     for hidden, instances in cases:
         seconds = seconds_per_trajectory(hidden, instances, args.repeats, args.data_dir, args.compile, args.device,
-                                         args.unroll, args.recompute_every)
+                                         args.unroll, args.recompute_every, args.matmul_dtype)
         coordinates = make_task_family(TaskConfig(name="mnist", hidden=hidden), "train", args.data_dir) \
             .sample(1, torch.Generator()).dim
         print(f"hidden {list(hidden)}, {instances} instance(s) of {coordinates} parameters: "

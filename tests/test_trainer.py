@@ -56,6 +56,7 @@ def test_loss_weights():
      ({"validation_seed": 0}, "seeds are both 0"), ({"loss_weights": "cubic"}, "'cubic'"),
      ({"meta_objective": "sqrt"}, "'sqrt'"), ({"recompute_every": -2}, "recompute_every: -2"),
      ({"recompute_every": 5, "second_order": True}, "does not combine with second_order"),
+     ({"matmul_dtype": "float16"}, "'float16'"),
      ({"task": TaskConfig(name="mnist", activation="sigmoid,relu"), "problems": 3}, "problems: 3 is not a multiple of 2"),
      ({"task": TaskConfig(name="mnist", activation="tanh,relu,relu"), "problems": 6}, "validation_problems: 500 is not a multiple of 3")],
 )
@@ -85,6 +86,25 @@ def test_recomputed_segments_give_the_whole_truncations_meta_gradient(momentum_i
     # The same end of the truncation, and the same random draws after it.
     assert torch.equal(segmented[2].params, end.params) and torch.equal(segmented[2].state.h[1], end.state.h[1])
     assert not segmented[2].params.requires_grad and torch.equal(segmented[3], rng)
+
+
+def test_bfloat16_products_give_nearly_the_float32_meta_gradient():
+    outcomes = []
+    for matmul_dtype in ("float32", "bfloat16"):
+        config = dataclasses.replace(TINY, unroll=20, matmul_dtype=matmul_dtype)
+        generator = torch.Generator().manual_seed(0)
+        meta_params = {k: v.requires_grad_() for k, v in init_meta_params(config.optimizer, generator).items()}
+        task = make_task_family(config.task, "train").sample(8, generator)
+        carry, _ = start(task, config.optimizer, generator)
+        loss, end = meta_gradient(meta_params, config, task, carry, generator, loss_weights("linear", 20))
+        grads = torch.cat([v.grad.flatten() for v in meta_params.values()])
+        outcomes.append((loss, grads, end))
+    (loss, grads, end), (low_loss, low_grads, low_end) = outcomes
+    assert not torch.equal(low_grads, grads)  # the products did run in bfloat16 ...
+    assert low_loss == pytest.approx(loss, rel=1e-2)  # ... and changed little
+    assert torch.nn.functional.cosine_similarity(low_grads, grads, dim=0) > 0.99
+    assert low_end.params.dtype == low_end.state.h[0].dtype == torch.float32
+    torch.testing.assert_close(low_end.params, end.params, rtol=0.05, atol=1e-3)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from typing import Any
 
 from optimizer3.devices import DEVICE_HELP, check_device_name
 from optimizer3.errors import UsageError
-from optimizer3.learned.lstm import LSTMOptimizerConfig
+from optimizer3.learned.lstm import MATMUL_DTYPES, LSTMOptimizerConfig
 from optimizer3.optim.baselines import check_baseline_names
 from optimizer3.tasks import TaskConfig
 from optimizer3.tasks.mlp import activation_names
@@ -113,6 +113,12 @@ class MetaTrainConfig:
     seed: int = _field(0, "seed of meta-parameter initialization and training problems")
     validation_seed: int = _field(1, "seed of the validation problems")
     compile: bool = _field(False, COMPILE_HELP)
+    matmul_dtype: str = _field(
+        "float32", "dtype of the LSTM's matrix products in meta-training's unrolls: bfloat16 is "
+        "faster on CPUs with AVX512-BF16 and on GPUs (BENCHMARKS.md), slower elsewhere; the LSTM's "
+        "state, its element-wise work, validation and the trained optimizer stay float32",
+        choices=tuple(MATMUL_DTYPES),
+    )
     device: str = _field("cpu", DEVICE_HELP)
     init_from: str = _field(
         "", "start from these meta-parameters instead of random ones: a shipped pretrained name, a "
@@ -143,6 +149,7 @@ class MetaTrainConfig:
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("loss_weights", self.loss_weights, LOSS_WEIGHTINGS)
         _check_choice("meta_objective", self.meta_objective, META_OBJECTIVES)
+        _check_choice("matmul_dtype", self.matmul_dtype, tuple(MATMUL_DTYPES))
         kinds = len(activation_names(self.task.activation))
         for name in ("problems", "validation_problems"):
             if getattr(self, name) % kinds:

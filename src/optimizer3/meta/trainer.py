@@ -157,6 +157,7 @@ def _unroll(
         meta_params, config.optimizer, task, carry, len(weights), generator,
         weights=weights, second_order=config.second_order, loss_clip=config.loss_clip,
         log_loss=config.meta_objective == "log_loss", compile=config.compile,
+        matmul_dtype=config.matmul_dtype,
     )
     return meta_loss, carry
 

@@ -97,6 +97,7 @@ def unroll(
     loss_clip: float = 0.0,
     log_loss: bool = False,
     compile: bool = False,
+    matmul_dtype: str = "float32",
 ) -> tuple[torch.Tensor, Carry, torch.Tensor]:
     """Run the learned optimizer for `steps` steps from `carry`.
 
@@ -113,6 +114,7 @@ def unroll(
         loss (`normalize_losses`); 0 disables.
       log_loss: the meta-loss sums the log of each loss instead (`meta_objective_terms`).
       compile: run the LSTM step through `torch.compile` (`learned.lstm.step_function`).
+      matmul_dtype: the dtype of the LSTM's matrix products (`learned.lstm.lstm_step`).
 
     Returns:
       (meta_loss, carry, losses): `meta_loss` is the weighted sum over steps of the mean loss
@@ -125,7 +127,7 @@ def unroll(
     history = []
     lstm_step = step_function(compile)
     for t in range(steps):
-        updates, state = lstm_step(meta_params, grads.reshape(-1), state, config)
+        updates, state = lstm_step(meta_params, grads.reshape(-1), state, config, matmul_dtype)
         params = params + updates.view(shape)
         losses, grads = loss_and_grad(task, params, task.sample_batch(generator), second_order)
         weight = 1.0 if weights is None else weights[t]
