@@ -90,23 +90,50 @@ def _evaluate(
     return compare_tasks(learned, [(task, (steps,))], evaluation, tuning_seed, data_dir)[0][steps]
 
 
+# How a run computes, not what: a resumed run may change these (its meta-gradients agree to
+# rounding, or with --matmul-dtype to bfloat16's precision), and run.json records the change.
+RESUME_EXECUTION_SETTINGS = ("device", "compile", "recompute_every", "matmul_dtype")
+
+
 def command_resume(args: argparse.Namespace) -> None:
-    given = [flag for flag in given_config_flags(args, MetaTrainConfig) if flag != "--device"]
+    execution = {f"--{name.replace('_', '-')}" for name in RESUME_EXECUTION_SETTINGS}
+    given = [flag for flag in given_config_flags(args, MetaTrainConfig) if flag not in execution]
     given += ["--config"] if args.config else []
     if given:
-        raise UsageError(f"--resume continues a run with its stored settings; drop {', '.join(given)}")
+        raise UsageError(f"--resume continues a run with its stored settings; drop {', '.join(given)} "
+                         f"(only {', '.join(sorted(execution))} may change)")
     run_dir = pathlib.Path(args.resume)
     checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
-    config: MetaTrainConfig = checkpoint["config"]
-    if args.device is not None:  # e.g. on the CPU a run begun on a GPU: continues, not bit for bit
-        config = dataclasses.replace(config, device=args.device)
+    stored: MetaTrainConfig = checkpoint["config"]
+    changes = {name: getattr(args, name) for name in RESUME_EXECUTION_SETTINGS
+               if getattr(args, name, None) is not None and getattr(args, name) != getattr(stored, name)}
+    # e.g. on the CPU a run begun on a GPU: it continues, not bit for bit
+    config = dataclasses.replace(stored, **changes)
     if checkpoint["trajectory"] >= config.trajectories:
         print(f"{run_dir} is complete: {checkpoint['trajectory']} of {config.trajectories} trajectories")
         return
     _check_task(config.task, args.data_dir, config.device)
-    print(f"resuming {run_dir} at trajectory {checkpoint['trajectory']} of {config.trajectories}")
+    if changes:
+        _record_resume(run_dir, args, checkpoint["trajectory"], {k: [getattr(stored, k), v] for k, v in changes.items()})
+    changed = "".join(f", {name} {getattr(stored, name)} -> {value}" for name, value in changes.items())
+    print(f"resuming {run_dir} at trajectory {checkpoint['trajectory']} of {config.trajectories}{changed}")
     result = meta_train(config, run_dir, progress=not args.quiet, data_dir=args.data_dir, resume=checkpoint)
     print(f"best validation loss {result.best_validation:.4g}; checkpoint: {run_dir / 'checkpoint.pt'}")
+
+
+def _record_resume(run_dir: pathlib.Path, args: argparse.Namespace, trajectory: int, changed: dict[str, Any]) -> None:
+    """Append to run.json's "resumes" the command that changed how a run computes, and from
+    which trajectory on (`changed`: setting -> [before, after])."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"Cannot read {path}: {error}; restore it or resume without changing settings") from None
+    entry = {**provenance(args.argv), "from_trajectory": trajectory, "changed": changed}
+    record["resumes"] = [*record.get("resumes", []), entry]
+    _write_json(path, record)
 
 
 def _run_record(args: argparse.Namespace, config: MetaTrainConfig | None) -> dict[str, Any]:
