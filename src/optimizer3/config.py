@@ -114,9 +114,10 @@ class MetaTrainConfig:
     validation_seed: int = _field(1, "seed of the validation problems")
     compile: bool = _field(False, COMPILE_HELP)
     matmul_dtype: str = _field(
-        "float32", "dtype of the LSTM's matrix products in meta-training's unrolls: bfloat16 is "
-        "faster on CPUs with AVX512-BF16 and on GPUs (BENCHMARKS.md), slower elsewhere; the LSTM's "
-        "state, its element-wise work, validation and the trained optimizer stay float32",
+        "float32", "dtype of the LSTM's matrix products in meta-training's unrolls: bfloat16 was "
+        "up to 1.9 times as fast on a CPU with AVX512-BF16 (BENCHMARKS.md; not measured on a GPU) "
+        "and is slower on CPUs without; the LSTM's state, its element-wise work, validation and "
+        "the trained optimizer stay float32",
         choices=tuple(MATMUL_DTYPES),
     )
     device: str = _field("cpu", DEVICE_HELP)

@@ -335,8 +335,8 @@ def _gate_inputs(bias: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor,
     """`bias + inputs @ weight` in the inputs' dtype, the product computed in `matmul_dtype`.
 
     bfloat16 keeps float32's exponent range with an 8-bit significand, and CPUs with
-    AVX512-BF16 multiply it several times faster; the bias is added after the product, in the
-    inputs' dtype, where `torch.compile` fuses it into the gates' sigmoid.
+    AVX512-BF16 multiply it faster; the bias is added after the product, in the inputs' dtype,
+    where `torch.compile` fuses it into the gates' sigmoid.
     """
     low = MATMUL_DTYPES[matmul_dtype]
     if matmul_dtype == "float32" or low == inputs.dtype:
