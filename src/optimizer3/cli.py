@@ -107,7 +107,7 @@ def command_resume(args: argparse.Namespace) -> None:
     stored: MetaTrainConfig = checkpoint["config"]
     changes = {name: getattr(args, name) for name in RESUME_EXECUTION_SETTINGS
                if getattr(args, name, None) is not None and getattr(args, name) != getattr(stored, name)}
-    # e.g. on the CPU a run begun on a GPU: it continues, not bit for bit
+    # The run continues with the changed settings, not bit for bit (e.g. on the CPU a run begun on a GPU).
     config = dataclasses.replace(stored, **changes)
     if checkpoint["trajectory"] >= config.trajectories:
         print(f"{run_dir} is complete: {checkpoint['trajectory']} of {config.trajectories} trajectories")
