@@ -1,7 +1,7 @@
 """Speed of MNIST meta-training: seconds per trajectory per optimizee instance.
 
     python benchmarks/mnist.py --data-dir ../shared/data/mnist [--compile] [--threads N] [--device cuda]
-        [--unroll 100 --recompute-every 20] [--matmul-dtype bfloat16]
+        [--unroll 100 --recompute-every 20] [--matmul-dtype bfloat16] [--workers 1 2]
 
 One trajectory is 100 steps of an MLP with batch 128, the learned optimizer's forward pass and
 the meta-backward through it (truncations of `--unroll` steps, 20 by default, with the meta-optimizer's steps), as
@@ -12,6 +12,7 @@ trajectory and network sizes; best of `--repeats` trajectories after one warm-up
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the optimizer3 command sets it, before torch
@@ -22,12 +23,12 @@ from optimizer3.config import MetaTrainConfig  # noqa: E402
 from optimizer3.learned.lstm import LSTMOptimizerConfig  # noqa: E402
 from optimizer3.provenance import machine as machine_description  # noqa: E402
 from optimizer3.tasks import TaskConfig, make_task_family  # noqa: E402
-from timing import best_trajectory_seconds  # noqa: E402
+from timing import best_meta_train_seconds, best_trajectory_seconds  # noqa: E402
 
 
 def seconds_per_trajectory(
     hidden: tuple[int, ...], instances: int, repeats: int, data_dir: str | None, compile: bool, device: str,
-    unroll: int = 20, recompute_every: int = 0, matmul_dtype: str = "float32",
+    unroll: int = 20, recompute_every: int = 0, matmul_dtype: str = "float32", workers: int | None = None,
 ) -> float:
     config = MetaTrainConfig(
         task=TaskConfig(name="mnist", hidden=hidden),
@@ -39,6 +40,8 @@ def seconds_per_trajectory(
         matmul_dtype=matmul_dtype,
         device=device,
     )
+    if workers is not None:  # through meta_train, which starts the worker processes
+        return best_meta_train_seconds(dataclasses.replace(config, workers=workers), repeats, data_dir)
     return best_trajectory_seconds(config, repeats, data_dir)
 
 
@@ -56,6 +59,10 @@ def main() -> None:
     parser.add_argument("--matmul-dtype", default="float32", choices=("float32", "bfloat16"),
                         help="dtype of the LSTM's matrix products")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--workers", type=int, nargs="+", default=None,
+                        help="time whole meta-training runs (`meta_train`) with each of these numbers of "
+                             "processes, each with an equal share of --threads (default: one trajectory "
+                             "function in this process)")
     parser.add_argument("--instances", type=int, nargs="+", default=None,
                         help="instance counts for the base network (default: 1 2 4)")
     args = parser.parse_args()
@@ -65,13 +72,16 @@ def main() -> None:
     base = tuple(((20,), count) for count in (args.instances or ((2,) if args.only_base else (1, 2, 4))))
     cases = base if args.only_base else base + (((40,), 1), ((20, 20), 1))
     for hidden, instances in cases:
-        seconds = seconds_per_trajectory(hidden, instances, args.repeats, args.data_dir, args.compile, args.device,
-                                         args.unroll, args.recompute_every, args.matmul_dtype)
-        coordinates = make_task_family(TaskConfig(name="mnist", hidden=hidden), "train", args.data_dir) \
-            .sample(1, torch.Generator()).dim
-        print(f"hidden {list(hidden)}, {instances} instance(s) of {coordinates} parameters: "
-              f"{seconds:.2f} s per trajectory, {seconds / instances:.2f} s per instance, "
-              f"{coordinates * instances * 100 / seconds:,.0f} coordinate-steps/s")
+        for workers in args.workers or (None,):
+            seconds = seconds_per_trajectory(hidden, instances, args.repeats, args.data_dir, args.compile,
+                                             args.device, args.unroll, args.recompute_every, args.matmul_dtype,
+                                             workers)
+            coordinates = make_task_family(TaskConfig(name="mnist", hidden=hidden), "train", args.data_dir) \
+                .sample(1, torch.Generator()).dim
+            processes = "" if workers is None else f", {workers} process(es)"
+            print(f"hidden {list(hidden)}, {instances} instance(s) of {coordinates} parameters{processes}: "
+                  f"{seconds:.2f} s per trajectory, {seconds / instances:.2f} s per instance, "
+                  f"{coordinates * instances * 100 / seconds:,.0f} coordinate-steps/s", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -40,3 +41,15 @@ def best_trajectory_seconds(config: MetaTrainConfig, repeats: int, data_dir: str
         run()
         best = min(best, time.perf_counter() - began)
     return best
+
+
+def best_meta_train_seconds(config: MetaTrainConfig, repeats: int, data_dir: str | None = None) -> float:
+    """Fastest of `repeats` trajectories of a whole `meta_train` run (after one warm-up
+    trajectory; the last, which validates, is not counted): how a run with `config.workers`
+    processes is timed, each trajectory ending with every process's last meta-step."""
+    from optimizer3.meta.trainer import meta_train
+
+    run = dataclasses.replace(config, trajectories=repeats + 2, validation_problems=config.workers,
+                              validate_every=repeats + 2)
+    seconds = [record["seconds"] for record in meta_train(run, progress=False, data_dir=data_dir).history[1:]]
+    return min(b - a for a, b in zip(seconds[:-2], seconds[1:-1]))

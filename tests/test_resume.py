@@ -88,7 +88,7 @@ def test_resume_refuses_new_settings_and_reports_a_complete_run(tmp_path, uninte
     run_dir = tmp_path / "run"
     assert main(["meta-train", "--run-dir", str(run_dir), *RUN, "--trajectories", "2"]) == 0
     assert main(["meta-train", "--resume", str(run_dir), "--horizon", "40"]) == 2
-    assert "drop --horizon (only --compile, --device, --matmul-dtype, --recompute-every may change)" \
+    assert "drop --horizon (only --compile, --device, --matmul-dtype, --recompute-every, --workers may change)" \
         in capsys.readouterr().err
     assert main(["meta-train", "--resume", str(run_dir)]) == 0
     assert "is complete" in capsys.readouterr().out

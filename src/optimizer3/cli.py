@@ -34,6 +34,7 @@ from optimizer3.flags import (
 )
 from optimizer3 import pretrained
 from optimizer3.meta.checkpoint import load_checkpoint, load_learned_optimizer, meta_params_digest
+from optimizer3.meta.distributed import check_workers, init_from_environment, launched_size
 from optimizer3.meta.trainer import MetaTrainingInterrupted, meta_train, starting_meta_params
 from optimizer3.provenance import command_line, provenance
 from optimizer3.report import write_results
@@ -92,7 +93,7 @@ def _evaluate(
 
 # How a run computes, not what: a resumed run may change these (its meta-gradients agree to
 # rounding, or with --matmul-dtype to bfloat16's precision), and run.json records the change.
-RESUME_EXECUTION_SETTINGS = ("device", "compile", "recompute_every", "matmul_dtype")
+RESUME_EXECUTION_SETTINGS = ("device", "compile", "recompute_every", "matmul_dtype", "workers")
 
 
 def command_resume(args: argparse.Namespace) -> None:
@@ -109,6 +110,10 @@ def command_resume(args: argparse.Namespace) -> None:
                if getattr(args, name, None) is not None and getattr(args, name) != getattr(stored, name)}
     # The run continues with the changed settings, not bit for bit (e.g. on the CPU a run begun on a GPU).
     config = dataclasses.replace(stored, **changes)
+    check_workers(config.workers)
+    if not init_from_environment().leader:  # a torchrun process but the first: its share, quietly
+        meta_train(config, None, progress=False, data_dir=args.data_dir, resume=checkpoint)
+        return
     if checkpoint["trajectory"] >= config.trajectories:
         print(f"{run_dir} is complete: {checkpoint['trajectory']} of {config.trajectories} trajectories")
         return
@@ -165,8 +170,15 @@ def command_meta_train(args: argparse.Namespace) -> None:
         raise UsageError("meta-train needs --run-dir (a new run) or --resume RUN_DIR (an interrupted one)")
     meta_preset, _ = load_config_file(args.config)
     config = config_from_args(MetaTrainConfig, args, meta_preset)
+    check_workers(config.workers)
     _check_task(config.task, args.data_dir, config.device)
     run_info = _run_record(args, config)
+    group = init_from_environment()
+    if not group.leader:  # a torchrun process but the first: its share of the run, quietly
+        meta_train(config, None, progress=False, data_dir=args.data_dir)
+        return
+    if group.size > 1:
+        run_info["processes"] = group.size
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
     print("config:", json.dumps({"meta_train": to_dict(config)}))
     _write_json(run_dir / "config.json", {"meta_train": to_dict(config)})
@@ -388,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "compile", None):
             _check_compiler()
+        if launched_size() > 1 and args.handler is not command_meta_train:
+            raise UsageError(f"Under a launcher of {launched_size()} processes (torchrun) only meta-train runs; "
+                             "run this command on its own, or with --workers for meta-training on this machine")
         args.handler(args)
         sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at exit
     except MetaTrainingInterrupted as error:  # checkpointed: say how to continue

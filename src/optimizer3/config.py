@@ -121,6 +121,12 @@ class MetaTrainConfig:
         choices=tuple(MATMUL_DTYPES),
     )
     device: str = _field("cpu", DEVICE_HELP)
+    workers: int = _field(
+        1, "processes on this machine that split every trajectory's problems between them, each "
+        "with an equal share of --threads, and average the meta-gradient (torch.distributed; the "
+        "same problems and minibatches, meta-gradients equal to rounding); under torchrun, its "
+        "processes are the workers and this stays 1"
+    )
     init_from: str = _field(
         "", "start from these meta-parameters instead of random ones: a shipped pretrained name, a "
         "learned-optimizer file or a training checkpoint (its best); empty: a random start"
@@ -128,7 +134,7 @@ class MetaTrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("horizon", "unroll", "problems", "trajectories", "validation_problems",
-                     "validate_every", "checkpoint_every", "max_skips"):
+                     "validate_every", "checkpoint_every", "max_skips", "workers"):
             value = getattr(self, name)
             if value < 1:
                 raise UsageError(f"Invalid {name}: {value}; use a positive integer")
@@ -158,6 +164,11 @@ class MetaTrainConfig:
                     f"Invalid {name}: {getattr(self, name)} is not a multiple of {kinds}, the activations in "
                     f"{self.task.activation!r}; use a multiple, so that each kind has as many instances"
                 )
+        if self.workers > self.problems:
+            raise UsageError(
+                f"Invalid workers: {self.workers} processes for {self.problems} problems per trajectory; "
+                "use at most one process per problem"
+            )
         if self.seed == self.validation_seed:
             raise UsageError(f"The training and validation seeds are both {self.seed}; make them differ")
         check_device_name(self.device)

@@ -24,7 +24,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
-SHARED_FLAGS = frozenset({"compile", "device"})
+SHARED_FLAGS = frozenset({"compile", "device", "workers"})
 
 
 def flag_name(field: dataclasses.Field) -> str:
@@ -34,8 +34,9 @@ def flag_name(field: dataclasses.Field) -> str:
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: Any) -> None:
     """One flag per field of the (nested) dataclass `cls`; defaults shown from `defaults`.
 
-    A field in `SHARED_FLAGS` whose flag the parser already has (`compile` and `device` are in
-    both the meta-training and the evaluation config) shares that flag: one `--compile` sets both.
+    A field in `SHARED_FLAGS` whose flag the parser already has (`compile`, `device` and
+    `workers` are in both the meta-training and the evaluation config) shares that flag: one
+    `--compile` sets both.
     """
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)

@@ -31,6 +31,7 @@ from optimizer3.config import MetaTrainConfig
 from optimizer3.errors import Optimizer3Error, UsageError
 from optimizer3.learned.lstm import LSTMState, MetaParams, init_meta_params
 from optimizer3.meta.checkpoint import load_learned_optimizer
+from optimizer3.meta.distributed import Group, current_group, run_workers
 from optimizer3.meta.run_state import (
     RunState, clone_params, make_meta_optimizer, open_metrics, save_state, state_from_checkpoint,
     stop_requests,
@@ -183,12 +184,17 @@ def train_trajectory(
     task: Task,
     generator: torch.Generator,
     weights: torch.Tensor,
+    group: Group = Group(),
 ) -> dict[str, float]:
     """Optimize one batch of problems for the whole horizon, meta-stepping every truncation.
 
-    Returns the trajectory's mean meta-loss, the largest meta-gradient norm before clipping,
-    and `skipped`: 1 when a non-finite meta-loss or meta-gradient ended the trajectory early.
+    In a group of processes, `task` is this process's shard of the trajectory's
+    `config.problems` problems, and each meta-gradient is averaged over the group before the
+    meta-step. Returns the trajectory's mean meta-loss, the largest meta-gradient norm before
+    clipping, and `skipped`: 1 when a non-finite meta-loss or meta-gradient ended the
+    trajectory early.
     """
+    share = task.num_problems / config.problems
     carry, _ = start(task, config.optimizer, generator)
     total_loss, max_norm, counted = 0.0, 0.0, 0.0
     for begin in range(0, config.horizon, config.unroll):
@@ -196,6 +202,7 @@ def train_trajectory(
         loss, carry = meta_gradient(meta_params, config, task, carry, generator, window)
         if not window.any():
             continue  # no loss in this truncation counts: nothing to learn from it
+        loss = group.average_meta_gradient(meta_params, loss, share)
         norm = float(torch.nn.utils.clip_grad_norm_(meta_params.values(), config.clip_grad_norm or math.inf))
         if not (math.isfinite(loss) and math.isfinite(norm)):
             # Never let a blown-up unroll reach the meta-parameters; the optimizee is lost, so
@@ -208,11 +215,12 @@ def train_trajectory(
     return {"meta_loss": total_loss / max(counted, 1e-12), "grad_norm": max_norm, "skipped": 0}
 
 
-def validate(meta_params: MetaParams, config: MetaTrainConfig, task: Task) -> float:
-    """Mean final loss of the learned optimizer on the fixed validation problems."""
+def validate(meta_params: MetaParams, config: MetaTrainConfig, task: Task, group: Group = Group()) -> float:
+    """Mean final loss of the learned optimizer on the fixed validation problems (in a group,
+    `task` is this process's shard of them, and the mean is over all)."""
     losses = run_learned(meta_params, config.optimizer, task, config.horizon, config.validation_seed,
                          compile=config.compile).losses
-    return tuning_score(losses[-1])
+    return tuning_score(losses[-1]) if group.size == 1 else group.mean(losses[-1])
 
 
 def starting_meta_params(config: MetaTrainConfig, generator: torch.Generator) -> MetaParams:
@@ -236,11 +244,11 @@ def starting_meta_params(config: MetaTrainConfig, generator: torch.Generator) ->
     return {name: tensor.detach().clone().to(meta_params[name].dtype) for name, tensor in loaded.items()}
 
 
-def _fresh_state(config: MetaTrainConfig, validation_task: Task) -> RunState:
+def _fresh_state(config: MetaTrainConfig, validation_task: Task, group: Group) -> RunState:
     generator = torch.Generator().manual_seed(config.seed)
     device = torch.device(config.device)
     meta_params = {k: v.to(device).requires_grad_() for k, v in starting_meta_params(config, generator).items()}
-    validation = validate(meta_params, config, validation_task)
+    validation = validate(meta_params, config, validation_task, group)
     return RunState(
         meta_params=meta_params,
         meta_optimizer=make_meta_optimizer(meta_params, config),
@@ -266,36 +274,46 @@ def meta_train(
     go to metrics.jsonl and checkpoints to checkpoint.pt, and SIGINT or SIGTERM ends the run
     after the current trajectory with a checkpoint and `MetaTrainingInterrupted`. The run
     computes on `config.device`; the meta-parameters it returns and saves are on the CPU.
+
+    With `config.workers` > 1, or in a process group that a launcher such as torchrun made,
+    the processes split every trajectory's problems and average the meta-gradient
+    (`meta.distributed`); process 0 alone writes to `run_dir` and shows progress, and every
+    process returns the same result.
     """
+    group = current_group()
+    if config.workers > 1 and group.size == 1:
+        return run_workers(_worker, (config, data_dir, resume), config.workers,
+                           lambda: meta_train(config, run_dir, progress, data_dir, resume))
+    if not group.leader:
+        run_dir, progress = None, False
     began = time.perf_counter()
     family = make_task_family(config.task, "train", data_dir, config.device)
-    validation_task = make_task_family(config.task, "heldout", data_dir, config.device).sample(
+    validation_task = group.shard(make_task_family(config.task, "heldout", data_dir, config.device).sample(
         config.validation_problems, torch.Generator().manual_seed(config.validation_seed)
-    )
+    ))
     weights = loss_weights(config.loss_weights, config.horizon)
-    state = state_from_checkpoint(config, resume) if resume else _fresh_state(config, validation_task)
+    state = state_from_checkpoint(config, resume) if resume else _fresh_state(config, validation_task, group)
     history: list[dict[str, Any]] = list(state.validations[:1]) if not resume else []
     metrics = open_metrics(run_dir, state.trajectory) if run_dir else None
     bar = tqdm(range(state.trajectory, config.trajectories), desc="meta-train", disable=not progress,
                unit="traj", mininterval=1.0, initial=state.trajectory, total=config.trajectories)
     try:
-        with stop_requests(run_dir is not None) as requests:
+        with stop_requests(run_dir is not None or group.size > 1) as requests:
             for _ in bar:
-                record = _advance(config, state, family, weights, validation_task)
+                record = _advance(config, state, family, weights, validation_task, group)
                 done = state.trajectory
                 record["seconds"] = time.perf_counter() - began
                 history.append(record)
                 if metrics:
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
-                stopping = bool(requests)
+                stopping = group.any(bool(requests))
                 if run_dir and (done % config.checkpoint_every == 0 or done == config.trajectories or stopping):
                     save_state(config, state, run_dir)
                 if stopping:
-                    raise MetaTrainingInterrupted(
-                        f"Interrupted after trajectory {done} of {config.trajectories}; checkpoint saved; "
-                        f"continue with: optimizer3 meta-train --resume {run_dir}"
-                    )
+                    saved = (f"checkpoint saved; continue with: optimizer3 meta-train --resume {run_dir}" if run_dir
+                             else "no checkpoint here" if group.leader else "process 0 saved the checkpoint")
+                    raise MetaTrainingInterrupted(f"Interrupted after trajectory {done} of {config.trajectories}; {saved}")
                 bar.set_postfix(meta_loss=record["meta_loss"], best_val=f"{state.best_validation:.3g}",
                                 skipped=state.skipped)
     finally:
@@ -312,8 +330,16 @@ def meta_train(
     )
 
 
+def _worker(config: MetaTrainConfig, data_dir: str | None, resume: dict[str, Any] | None) -> None:
+    """`meta_train` in a worker process that `config.workers` started: its share of the run."""
+    try:
+        meta_train(config, None, progress=False, data_dir=data_dir, resume=resume)
+    except MetaTrainingInterrupted:
+        pass  # process 0 saved the checkpoint and says so
+
+
 def _advance(
-    config: MetaTrainConfig, state: RunState, family, weights: torch.Tensor, validation_task: Task
+    config: MetaTrainConfig, state: RunState, family, weights: torch.Tensor, validation_task: Task, group: Group
 ) -> dict[str, Any]:
     """Train one trajectory on fresh problems, validating when due; update `state` in place.
 
@@ -322,11 +348,12 @@ def _advance(
     """
     trajectory = state.trajectory
     lr = scheduled_lr(config, trajectory)
-    for group in state.meta_optimizer.param_groups:
-        group["lr"] = lr
-    task = family.sample(config.problems, state.generator)
+    for param_group in state.meta_optimizer.param_groups:
+        param_group["lr"] = lr
+    task = group.shard(family.sample(config.problems, state.generator))
     record = {"trajectory": trajectory + 1, "lr": lr}
-    record.update(train_trajectory(state.meta_params, state.meta_optimizer, config, task, state.generator, weights))
+    record.update(train_trajectory(state.meta_params, state.meta_optimizer, config, task, state.generator, weights,
+                                   group))
     state.trajectory = done = trajectory + 1
     state.skipped += record["skipped"]
     state.consecutive_skips = state.consecutive_skips + 1 if record["skipped"] else 0
@@ -338,7 +365,7 @@ def _advance(
             "lower --meta-lr or set --loss-clip"
         )
     if done % config.validate_every == 0 or done == config.trajectories:
-        record["validation_loss"] = validate(state.meta_params, config, validation_task)
+        record["validation_loss"] = validate(state.meta_params, config, validation_task, group)
         state.validations.append({"trajectory": done, "validation_loss": record["validation_loss"]})
         if record["validation_loss"] < state.best_validation:
             state.best_validation = record["validation_loss"]

@@ -30,6 +30,11 @@ class Task(Protocol):
         """Per-problem losses, shape [num_problems], differentiable in `params`."""
         ...
 
+    def rows(self, start: int, stop: int) -> "Task":
+        """Problems start..stop-1 as a task of their own, whose `loss` takes their rows of the
+        parameters and of a minibatch (data-parallel meta-training, `meta.distributed`)."""
+        ...
+
 
 class TaskFamily(Protocol):
     """A distribution over problems."""

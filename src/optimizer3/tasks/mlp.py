@@ -36,14 +36,16 @@ def activation_names(spec: str) -> tuple[str, ...]:
     return names
 
 
-def activate(x: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
-    """Each instance's activation applied to x [copies, instances, examples, units]: instance i
-    takes the (i mod n)-th of the n names, each computed on its own instances only."""
+def activate(x: torch.Tensor, names: tuple[str, ...], first: int = 0) -> torch.Tensor:
+    """Each instance's activation applied to x [copies, instances, examples, units]: instance i,
+    counted from `first`, takes the (i mod n)-th of the n names, each computed on its own
+    instances only."""
     if len(names) == 1:
         return ACTIVATIONS[names[0]](x)
     out = torch.empty_like(x)
     for index, name in enumerate(names):
-        out[:, index :: len(names)] = ACTIVATIONS[name](x[:, index :: len(names)])
+        begin = (index - first) % len(names)
+        out[:, begin :: len(names)] = ACTIVATIONS[name](x[:, begin :: len(names)])
     return out
 
 
@@ -102,6 +104,7 @@ class MLPTask:
     init_scale: float
     test_images: torch.Tensor
     test_labels: torch.Tensor
+    first_instance: int = 0  # the number of the first instance (its activation, in a mixed family)
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -122,6 +125,10 @@ class MLPTask:
             pieces.append(torch.randn(self.num_problems, fan_in * fan_out, generator=generator) * std)
             pieces.append(torch.zeros(self.num_problems, fan_out))
         return torch.cat(pieces, dim=1).to(self.images.device)
+
+    def rows(self, start: int, stop: int) -> "MLPTask":
+        """Instances start..stop-1 as a task of their own (each keeps its activation)."""
+        return dataclasses.replace(self, num_problems=stop - start, first_instance=self.first_instance + start)
 
     def sample_batch(self, generator: torch.Generator) -> torch.Tensor:
         """Indices of each instance's own minibatch, shape [instances, batch_size] (drawn on the
@@ -166,7 +173,7 @@ class MLPTask:
                 x = torch.baddbmm(bias.view(rows, 1, fan_out), x.reshape(rows, -1, fan_in),
                                   weight.view(rows, fan_in, fan_out)).view(copies, instances, -1, fan_out)
             if layer != len(self.shapes) - 1:
-                x = activate(x, names)
+                x = activate(x, names, self.first_instance)
         return x
 
     def loss(self, params: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:

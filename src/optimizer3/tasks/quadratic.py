@@ -42,6 +42,10 @@ class Quadratics:
         residual = torch.bmm(self.weights, params.unsqueeze(-1)).squeeze(-1) - self.targets
         return residual.square().sum(dim=-1)
 
+    def rows(self, start: int, stop: int) -> "Quadratics":
+        """Problems start..stop-1 as a batch of their own."""
+        return Quadratics(self.weights[start:stop], self.targets[start:stop])
+
     def to(self, device: torch.device | str) -> "Quadratics":
         return Quadratics(self.weights.to(device), self.targets.to(device))
 

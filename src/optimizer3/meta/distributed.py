@@ -1,0 +1,207 @@
+"""Data-parallel meta-training over processes (torch.distributed).
+
+Every process holds the same meta-parameters and draws the same random numbers as a
+single-process run would; it computes only its own rows of each trajectory's problems (a
+`Shard`), and the meta-gradient, a mean over problems, is averaged over the processes, each
+weighted by its share of the rows, before every meta-step. So a run with any number of processes
+trains on the same problems and minibatches as the run in one process, and its meta-gradients
+equal that run's to rounding. Validation is split the same way.
+
+Processes come either from `meta_train`'s `config.workers` (processes on this machine that it
+starts itself) or from a launcher such as `torchrun`, across machines (`init_from_environment`).
+The reductions run on the CPU through the gloo backend whatever the device: they move a few
+thousand numbers per meta-step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import multiprocessing
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from optimizer3.errors import UsageError
+from optimizer3.learned.lstm import MetaParams
+from optimizer3.tasks.base import Task
+
+
+def rows(problems: int, rank: int, size: int) -> tuple[int, int]:
+    """The rows [start, stop) of `problems` that process `rank` of `size` computes: as equal as
+    they can be, the first `problems % size` processes one more."""
+    base, extra = divmod(problems, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """Rows [start, stop) of `whole`'s problems as a task of their own.
+
+    It draws everything that `whole` draws (initial parameters, minibatch indices, for all the
+    problems) and keeps its own rows, so the generator moves exactly as in one process and every
+    process's rows are those that one process would have drawn for them.
+    """
+
+    whole: Task
+    part: Task
+    start: int
+    stop: int
+
+    @property
+    def num_problems(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def dim(self) -> int:
+        return self.whole.dim
+
+    def init(self, generator: torch.Generator) -> torch.Tensor:
+        return self.whole.init(generator)[self.start : self.stop]
+
+    def sample_batch(self, generator: torch.Generator) -> Any:
+        batch = self.whole.sample_batch(generator)
+        return None if batch is None else batch[self.start : self.stop]
+
+    def loss(self, params: torch.Tensor, batch: Any) -> torch.Tensor:
+        return self.part.loss(params, batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """This process's place among the processes that meta-train together (one: no group)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def leader(self) -> bool:
+        """The process that writes checkpoints and metrics and shows progress."""
+        return self.rank == 0
+
+    def shard(self, task: Task) -> Task:
+        """This process's rows of `task` (the task itself in one process)."""
+        if self.size == 1:
+            return task
+        start, stop = rows(task.num_problems, self.rank, self.size)
+        return Shard(task, task.rows(start, stop), start, stop)
+
+    def average_meta_gradient(self, meta_params: MetaParams, meta_loss: float, share: float) -> float:
+        """Replace every meta-parameter's `.grad` (that of the mean loss over this process's
+        rows) with the mean over all processes' rows, and return the meta-loss averaged the same
+        way; `share`: this process's fraction of the rows. A non-finite value anywhere makes the
+        result non-finite everywhere, so that every process skips the same meta-updates."""
+        if self.size == 1:
+            return meta_loss
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in meta_params.values()]
+        flat = torch.cat([g.detach().reshape(-1).double().cpu() for g in grads] + [torch.tensor([meta_loss], dtype=torch.float64)])
+        flat *= share
+        dist.all_reduce(flat)
+        offset = 0
+        for p, g in zip(meta_params.values(), grads):
+            p.grad = flat[offset : offset + g.numel()].view_as(g).to(g.dtype).to(g.device)
+            offset += g.numel()
+        return float(flat[-1])
+
+    def mean(self, values: torch.Tensor) -> float:
+        """The mean of `values` over every process's rows (each process passes its own), with a
+        non-finite value counting as infinite (`trajectories.tuning_score`)."""
+        values = torch.nan_to_num(values.double().cpu(), nan=math.inf, posinf=math.inf)
+        if self.size == 1:
+            return float(values.mean())
+        total = torch.tensor([values.sum(), len(values)], dtype=torch.float64)
+        dist.all_reduce(total)
+        return float(total[0] / total[1])
+
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is set in any process (a stop request that reached one of them)."""
+        if self.size == 1:
+            return flag
+        value = torch.tensor([float(flag)])
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value)
+
+
+def current_group() -> Group:
+    """This process's group: torch.distributed's if one is initialized, else one process."""
+    if dist.is_available() and dist.is_initialized():
+        return Group(dist.get_rank(), dist.get_world_size())
+    return Group()
+
+
+def launched_size() -> int:
+    """How many processes a launcher such as torchrun started for this run (1: none)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_from_environment() -> Group:
+    """Join the process group that a launcher (torchrun) describes in the environment
+    (`MASTER_ADDR`, `MASTER_PORT`, `RANK`, `WORLD_SIZE`); one process without one."""
+    if launched_size() == 1 or (dist.is_available() and dist.is_initialized()):
+        return current_group()
+    dist.init_process_group("gloo", init_method="env://", timeout=datetime.timedelta(minutes=30))
+    return current_group()
+
+
+def run_workers(worker, args: tuple, size: int, main) -> Any:
+    """Run `main()` here as process 0 of `size` and `worker(rank, size, init_method, *args)` in
+    `size - 1` new processes on this machine, in one process group; `main`'s result.
+
+    Each process gets an equal share of this one's torch threads. A worker that fails ends the
+    others' collectives with an error, and this function raises.
+    """
+    threads = torch.get_num_threads()
+    share = max(1, threads // size)
+    with tempfile.TemporaryDirectory(prefix="optimizer3-group-") as folder:
+        init_method = pathlib.Path(folder, "rendezvous").as_uri()
+        context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
+        # Not daemons: torch.compile starts processes of its own in each worker.
+        processes = [context.Process(target=_worker_main, args=(worker, rank, size, init_method, share, args))
+                     for rank in range(1, size)]
+        for process in processes:
+            process.start()
+        torch.set_num_threads(share)
+        try:
+            dist.init_process_group("gloo", init_method=init_method, rank=0, world_size=size,
+                                    timeout=datetime.timedelta(minutes=30))
+            try:
+                result = main()
+            finally:
+                dist.destroy_process_group()
+        finally:
+            torch.set_num_threads(threads)
+            for process in processes:  # they end with this process's run, or soon after its error
+                process.join(timeout=60)
+                if process.is_alive():
+                    process.terminate()
+                    process.join()
+    failed = [f"{process.name} (exit {process.exitcode})" for process in processes if process.exitcode]
+    if failed:
+        raise RuntimeError(f"meta-training worker processes failed: {', '.join(failed)}")
+    return result
+
+
+def _worker_main(worker, rank: int, size: int, init_method: str, threads: int, args: tuple) -> None:
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=size,
+                            timeout=datetime.timedelta(minutes=30))
+    try:
+        worker(*args)
+    finally:
+        dist.destroy_process_group()
+
+
+def check_workers(workers: int) -> None:
+    """Refuse local worker processes inside a launcher's group: the launcher's processes are the
+    workers."""
+    if workers > 1 and launched_size() > 1:
+        raise UsageError(
+            f"Invalid --workers {workers} under a launcher of {launched_size()} processes (torchrun): "
+            "its processes are the workers; drop --workers"
+        )
