@@ -100,3 +100,4 @@ def test_workers_run_the_optimizers_side_by_side_with_the_same_results(tmp_path,
         for field in ("summaries", "curves", "learning_rates", "tuning"):
             assert one[field] == two[field], (key, field)
         assert two["config"]["evaluation"]["workers"] == 2
+        assert two["config"]["meta_train"]["workers"] == 1  # nothing meta-trained: the flag is the evaluation's

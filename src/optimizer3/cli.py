@@ -222,13 +222,16 @@ def command_reproduce_mnist(args: argparse.Namespace) -> None:
         meta_preset, evaluation_preset = load_config_file(args.config)
     else:
         meta_preset, evaluation_preset = shipped, MNIST_EVALUATION
-    given = [flag for flag in given_config_flags(args, MetaTrainConfig) if flag not in ("--compile", "--device")]
+    execution = ("--compile", "--device", "--workers")  # shared with the evaluation
+    given = [flag for flag in given_config_flags(args, MetaTrainConfig) if flag not in execution]
     if given and not args.meta_train:
         raise UsageError(f"{', '.join(given)} change meta-training: add --meta-train to meta-train a new "
                          f"optimizer, or drop them to use the shipped one ({name})")
-    meta = config_from_args(MetaTrainConfig, args, meta_preset)
+    # Without --meta-train nothing is trained: --compile, --device and --workers are the evaluation's.
+    meta_args = args if args.meta_train else argparse.Namespace(**{**vars(args), "workers": None})
+    meta = config_from_args(MetaTrainConfig, meta_args, meta_preset)
     evaluation = config_from_args(EvaluationConfig, args, evaluation_preset)
-    if not args.meta_train:  # --compile and --device apply to the evaluation only: nothing is trained here
+    if not args.meta_train:
         meta = dataclasses.replace(meta, compile=meta_preset.compile, device=evaluation.device)
     if meta.task.name != "mnist":
         raise UsageError(f"reproduce mnist needs an MNIST optimizer; {name} was meta-trained on "

@@ -100,7 +100,8 @@ class Group:
         if self.size == 1:
             return meta_loss
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in meta_params.values()]
-        flat = torch.cat([g.detach().reshape(-1).double().cpu() for g in grads] + [torch.tensor([meta_loss], dtype=torch.float64)])
+        pieces = [g.detach().reshape(-1).double().cpu() for g in grads]
+        flat = torch.cat(pieces + [torch.tensor([meta_loss], dtype=torch.float64)])
         flat *= share
         dist.all_reduce(flat)
         offset = 0

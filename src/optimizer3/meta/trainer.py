@@ -313,7 +313,9 @@ def meta_train(
                 if stopping:
                     saved = (f"checkpoint saved; continue with: optimizer3 meta-train --resume {run_dir}" if run_dir
                              else "no checkpoint here" if group.leader else "process 0 saved the checkpoint")
-                    raise MetaTrainingInterrupted(f"Interrupted after trajectory {done} of {config.trajectories}; {saved}")
+                    raise MetaTrainingInterrupted(
+                        f"Interrupted after trajectory {done} of {config.trajectories}; {saved}"
+                    )
                 bar.set_postfix(meta_loss=record["meta_loss"], best_val=f"{state.best_validation:.3g}",
                                 skipped=state.skipped)
     finally:
