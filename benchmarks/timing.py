@@ -49,7 +49,8 @@ def best_meta_train_seconds(config: MetaTrainConfig, repeats: int, data_dir: str
     processes is timed, each trajectory ending with every process's last meta-step."""
     from optimizer3.meta.trainer import meta_train
 
-    run = dataclasses.replace(config, trajectories=repeats + 2, validation_problems=config.workers,
+    kinds = len(config.task.activation.split(","))  # validation needs as many instances of each
+    run = dataclasses.replace(config, trajectories=repeats + 2, validation_problems=config.workers * kinds,
                               validate_every=repeats + 2)
     seconds = [record["seconds"] for record in meta_train(run, progress=False, data_dir=data_dir).history[1:]]
     return min(b - a for a, b in zip(seconds[:-2], seconds[1:-1]))

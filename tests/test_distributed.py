@@ -14,7 +14,9 @@ from hypothesis import given, strategies as st
 from optimizer3.cli import main
 from optimizer3.config import MetaTrainConfig
 from optimizer3.meta.checkpoint import load_checkpoint
-from optimizer3.meta.distributed import Group, rows
+from optimizer3.meta import distributed
+from optimizer3.meta.distributed import Group, current_group, rows, run_workers
+from optimizer3.learned.lstm import LSTMOptimizerConfig
 from optimizer3.meta.trainer import meta_train
 from optimizer3.tasks import TaskConfig, make_task_family
 
@@ -72,6 +74,39 @@ def test_workers_train_as_one_process_does(workers):
     assert torch.get_num_threads() == 1  # given back after the workers' share
 
 
+def test_workers_train_a_mixed_mlp_family_as_one_process_does(mnist_dir):
+    # 6 problems over 4 processes: shards begin at instances 0, 2, 4, 5 (and the 4 validation
+    # problems at 0, 1, 2, 3), so some begin on a ReLU instance.
+    config = MetaTrainConfig(
+        task=TaskConfig(name="mnist", hidden=(4,), activation="sigmoid,relu", batch_size=8),
+        optimizer=LSTMOptimizerConfig(preprocessing="log_sign", output_init="zeros", hidden_size=4),
+        horizon=6, unroll=3, problems=6, trajectories=2, validation_problems=4, validate_every=1, meta_lr=0.01,
+    )
+    one = meta_train(config, progress=False, data_dir=str(mnist_dir))
+    split = meta_train(dataclasses.replace(config, workers=4), progress=False, data_dir=str(mnist_dir))
+    for name, tensor in one.meta_params.items():
+        assert torch.allclose(split.meta_params[name], tensor, rtol=1e-5, atol=1e-7), name
+    assert [h["validation_loss"] for h in split.history] == pytest.approx(
+        [h["validation_loss"] for h in one.history], rel=1e-5)
+
+
+def _same_as_leader(value):
+    current_group().same(value)
+
+
+@pytest.mark.parametrize("value, expected", [(1.0, True), (2.0, False)])
+def test_processes_that_start_differently_are_told_apart(value, expected):
+    assert run_workers(_same_as_leader, (value,), 2, lambda: current_group().same(1.0)) is expected
+
+
+def test_a_worker_that_exits_before_joining_is_an_error_not_a_wait():
+    context = distributed.multiprocessing.get_context("spawn")
+    process = context.Process(target=sys.exit, args=(3,))
+    process.start()
+    with pytest.raises(RuntimeError, match=r"exited before joining the run: .*exit 3"):
+        distributed._wait_until_ready([process], context.Queue())
+
+
 RUN = ["--dim", "4", "--horizon", "20", "--unroll", "5", "--problems", "6", "--trajectories", "40",
        "--validation-problems", "6", "--validate-every", "10", "--checkpoint-every", "2", "--quiet"]
 
@@ -103,6 +138,8 @@ def test_bad_worker_counts_are_one_line_errors(tmp_path, capsys, monkeypatch):
     assert "Invalid workers: 7 processes for 6 problems" in capsys.readouterr().err
     assert main(["meta-train", "--run-dir", str(run_dir), *RUN, "--workers", "0"]) == 2
     assert "Invalid workers: 0" in capsys.readouterr().err
+    assert main(["meta-train", "--run-dir", str(run_dir), *RUN, "--workers", "3", "--validation-problems", "2"]) == 2
+    assert "and 2 validation problems" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun
     assert main(["meta-train", "--run-dir", str(run_dir), *RUN, "--workers", "2"]) == 2
     assert "under a launcher of 2 processes (torchrun)" in capsys.readouterr().err

@@ -34,7 +34,7 @@ from optimizer3.flags import (
 )
 from optimizer3 import pretrained
 from optimizer3.meta.checkpoint import load_checkpoint, load_learned_optimizer, meta_params_digest
-from optimizer3.meta.distributed import check_workers, init_from_environment, launched_size
+from optimizer3.meta.distributed import check_workers, init_from_environment, launched_rank, launched_size
 from optimizer3.meta.trainer import MetaTrainingInterrupted, meta_train, starting_meta_params
 from optimizer3.provenance import command_line, provenance
 from optimizer3.report import write_results
@@ -109,17 +109,18 @@ def command_resume(args: argparse.Namespace) -> None:
     changes = {name: getattr(args, name) for name in RESUME_EXECUTION_SETTINGS
                if getattr(args, name, None) is not None and getattr(args, name) != getattr(stored, name)}
     # The run continues with the changed settings, not bit for bit (e.g. on the CPU a run begun on a GPU).
-    config = dataclasses.replace(stored, **changes)
-    check_workers(config.workers)
-    if not init_from_environment().leader:  # a torchrun process but the first: its share, quietly
-        meta_train(config, None, progress=False, data_dir=args.data_dir, resume=checkpoint)
-        return
+    config = _launcher_workers(dataclasses.replace(stored, **changes), args)
     if checkpoint["trajectory"] >= config.trajectories:
         print(f"{run_dir} is complete: {checkpoint['trajectory']} of {config.trajectories} trajectories")
         return
     _check_task(config.task, args.data_dir, config.device)
+    if launched_rank() != 0:  # a torchrun process but the first: its share, quietly
+        init_from_environment()
+        meta_train(config, None, progress=False, data_dir=args.data_dir, resume=checkpoint)
+        return
     if changes:
         _record_resume(run_dir, args, checkpoint["trajectory"], {k: [getattr(stored, k), v] for k, v in changes.items()})
+    init_from_environment()
     changed = "".join(f", {name} {getattr(stored, name)} -> {value}" for name, value in changes.items())
     print(f"resuming {run_dir} at trajectory {checkpoint['trajectory']} of {config.trajectories}{changed}")
     result = meta_train(config, run_dir, progress=not args.quiet, data_dir=args.data_dir, resume=checkpoint)
@@ -163,26 +164,37 @@ def _check_compiler() -> None:
         )
 
 
+def _launcher_workers(config: MetaTrainConfig, args: argparse.Namespace) -> MetaTrainConfig:
+    """Under a launcher (torchrun) its processes are the workers: a stored or preset --workers
+    gives way to 1, and a given one is refused (`check_workers`)."""
+    if launched_size() > 1 and args.workers is None:
+        config = dataclasses.replace(config, workers=1)
+    check_workers(config.workers)
+    return config
+
+
 def command_meta_train(args: argparse.Namespace) -> None:
     if args.resume:
         return command_resume(args)
     if not args.run_dir:
         raise UsageError("meta-train needs --run-dir (a new run) or --resume RUN_DIR (an interrupted one)")
     meta_preset, _ = load_config_file(args.config)
-    config = config_from_args(MetaTrainConfig, args, meta_preset)
-    check_workers(config.workers)
+    config = _launcher_workers(config_from_args(MetaTrainConfig, args, meta_preset), args)
     _check_task(config.task, args.data_dir, config.device)
     run_info = _run_record(args, config)
-    group = init_from_environment()
-    if not group.leader:  # a torchrun process but the first: its share of the run, quietly
+    if launched_rank() != 0:  # a torchrun process but the first: its share of the run, quietly
+        init_from_environment()
         meta_train(config, None, progress=False, data_dir=args.data_dir)
         return
-    if group.size > 1:
-        run_info["processes"] = group.size
+    if launched_size() > 1:
+        run_info["processes"] = launched_size()
+    # Process 0 prepares the run directory before the group forms: if it cannot, the launcher
+    # ends the other processes.
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
     print("config:", json.dumps({"meta_train": to_dict(config)}))
     _write_json(run_dir / "config.json", {"meta_train": to_dict(config)})
     _write_json(run_dir / "run.json", run_info)
+    init_from_environment()
     result = meta_train(config, run_dir, progress=not args.quiet, data_dir=args.data_dir)
     print(f"best validation loss {result.best_validation:.4g} after {result.seconds:.0f} s; "
           f"checkpoint: {run_dir / 'checkpoint.pt'}")

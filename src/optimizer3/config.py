@@ -14,6 +14,7 @@ from typing import Any
 from optimizer3.devices import DEVICE_HELP, check_device_name
 from optimizer3.errors import UsageError
 from optimizer3.learned.lstm import MATMUL_DTYPES, LSTMOptimizerConfig
+from optimizer3.meta.distributed import check_size
 from optimizer3.optim.baselines import check_baseline_names
 from optimizer3.tasks import TaskConfig
 from optimizer3.tasks.mlp import activation_names
@@ -164,11 +165,7 @@ class MetaTrainConfig:
                     f"Invalid {name}: {getattr(self, name)} is not a multiple of {kinds}, the activations in "
                     f"{self.task.activation!r}; use a multiple, so that each kind has as many instances"
                 )
-        if self.workers > self.problems:
-            raise UsageError(
-                f"Invalid workers: {self.workers} processes for {self.problems} problems per trajectory; "
-                "use at most one process per problem"
-            )
+        check_size(self.workers, self.problems, self.validation_problems)
         if self.seed == self.validation_seed:
             raise UsageError(f"The training and validation seeds are both {self.seed}; make them differ")
         check_device_name(self.device)

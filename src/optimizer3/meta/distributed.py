@@ -21,6 +21,7 @@ import math
 import multiprocessing
 import os
 import pathlib
+import queue
 import tempfile
 from typing import Any
 
@@ -63,7 +64,7 @@ class Shard:
         return self.whole.dim
 
     def init(self, generator: torch.Generator) -> torch.Tensor:
-        return self.whole.init(generator)[self.start : self.stop]
+        return self.whole.init(generator)[self.start : self.stop].clone()  # not a view that keeps the whole
 
     def sample_batch(self, generator: torch.Generator) -> Any:
         batch = self.whole.sample_batch(generator)
@@ -99,16 +100,23 @@ class Group:
         result non-finite everywhere, so that every process skips the same meta-updates."""
         if self.size == 1:
             return meta_loss
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in meta_params.values()]
-        pieces = [g.detach().reshape(-1).double().cpu() for g in grads]
-        flat = torch.cat(pieces + [torch.tensor([meta_loss], dtype=torch.float64)])
-        flat *= share
+        params = list(meta_params.values())
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        pieces = [g.detach().reshape(-1).double().cpu() * share for g in grads]
+        # Then the meta-loss, and which meta-parameters had a gradient in any process (one that
+        # had none anywhere keeps none, as in one process, so that Adam skips it).
+        pieces += [torch.tensor([meta_loss * share], dtype=torch.float64),
+                   torch.tensor([float(p.grad is not None) for p in params], dtype=torch.float64)]
+        flat = torch.cat(pieces)
         dist.all_reduce(flat)
         offset = 0
-        for p, g in zip(meta_params.values(), grads):
+        for p, g in zip(params, grads):
             p.grad = flat[offset : offset + g.numel()].view_as(g).to(g.dtype).to(g.device)
             offset += g.numel()
-        return float(flat[-1])
+        for p, had in zip(params, flat[offset + 1 :].tolist()):
+            if not had:
+                p.grad = None
+        return float(flat[offset])
 
     def mean(self, values: torch.Tensor) -> float:
         """The mean of `values` over every process's rows (each process passes its own), with a
@@ -119,6 +127,14 @@ class Group:
         total = torch.tensor([values.sum(), len(values)], dtype=torch.float64)
         dist.all_reduce(total)
         return float(total[0] / total[1])
+
+    def same(self, value: float) -> bool:
+        """Whether every process passed the same `value` (a checksum of where it starts)."""
+        if self.size == 1:
+            return True
+        values = torch.tensor([value, -value], dtype=torch.float64)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return bool(values[0] == -values[1])
 
     def any(self, flag: bool) -> bool:
         """Whether `flag` is set in any process (a stop request that reached one of them)."""
@@ -141,6 +157,12 @@ def launched_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def launched_rank() -> int:
+    """This process's number among a launcher's processes (0 without a launcher), known before
+    the group is joined, so that process 0 can check and prepare its run directory first."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_from_environment() -> Group:
     """Join the process group that a launcher (torchrun) describes in the environment
     (`MASTER_ADDR`, `MASTER_PORT`, `RANK`, `WORLD_SIZE`); one process without one."""
@@ -154,21 +176,25 @@ def run_workers(worker, args: tuple, size: int, main) -> Any:
     """Run `main()` here as process 0 of `size` and `worker(rank, size, init_method, *args)` in
     `size - 1` new processes on this machine, in one process group; `main`'s result.
 
-    Each process gets an equal share of this one's torch threads. A worker that fails ends the
-    others' collectives with an error, and this function raises.
+    Each process gets an equal share of this one's torch threads. A worker that fails before it
+    joins the group is an error here at once; one that fails later ends the others' collectives
+    with an error, and this function raises.
     """
     threads = torch.get_num_threads()
     share = max(1, threads // size)
     with tempfile.TemporaryDirectory(prefix="optimizer3-group-") as folder:
         init_method = pathlib.Path(folder, "rendezvous").as_uri()
         context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
+        ready = context.Queue()
         # Not daemons: torch.compile starts processes of its own in each worker.
-        processes = [context.Process(target=_worker_main, args=(worker, rank, size, init_method, share, args))
+        processes = [context.Process(target=_worker_main,
+                                     args=(worker, rank, size, init_method, share, args, ready))
                      for rank in range(1, size)]
         for process in processes:
             process.start()
         torch.set_num_threads(share)
         try:
+            _wait_until_ready(processes, ready)
             dist.init_process_group("gloo", init_method=init_method, rank=0, world_size=size,
                                     timeout=datetime.timedelta(minutes=30))
             try:
@@ -182,20 +208,47 @@ def run_workers(worker, args: tuple, size: int, main) -> Any:
                 if process.is_alive():
                     process.terminate()
                     process.join()
-    failed = [f"{process.name} (exit {process.exitcode})" for process in processes if process.exitcode]
+    # A worker that exited with an error (not one ended above, after this process's run) failed.
+    failed = [f"{process.name} (exit {process.exitcode})" for process in processes if process.exitcode > 0]
     if failed:
         raise RuntimeError(f"meta-training worker processes failed: {', '.join(failed)}")
     return result
 
 
-def _worker_main(worker, rank: int, size: int, init_method: str, threads: int, args: tuple) -> None:
+def _wait_until_ready(processes: list, ready) -> None:
+    """Wait until every worker has started, failing at once if one exits first (a script that
+    starts workers without an `if __name__ == "__main__":` guard, say)."""
+    waiting = len(processes)
+    while waiting:
+        try:
+            ready.get(timeout=0.5)
+            waiting -= 1
+        except queue.Empty:
+            dead = [f"{p.name} (exit {p.exitcode})" for p in processes if p.exitcode is not None]
+            if dead:
+                raise RuntimeError(f"meta-training worker processes exited before joining the run: "
+                                   f"{', '.join(dead)}; see their errors above")
+
+
+def _worker_main(worker, rank: int, size: int, init_method: str, threads: int, args: tuple, ready) -> None:
     torch.set_num_threads(threads)
+    ready.put(rank)
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=size,
                             timeout=datetime.timedelta(minutes=30))
     try:
         worker(*args)
     finally:
         dist.destroy_process_group()
+
+
+def check_size(size: int, problems: int, validation_problems: int) -> None:
+    """Refuse more processes than a trajectory's problems or the validation problems: every
+    process needs at least one of each."""
+    if size > min(problems, validation_problems):
+        raise UsageError(
+            f"Invalid workers: {size} processes for {problems} problems per trajectory and "
+            f"{validation_problems} validation problems; use at most one process per problem of each"
+        )
 
 
 def check_workers(workers: int) -> None:

@@ -31,7 +31,7 @@ from optimizer3.config import MetaTrainConfig
 from optimizer3.errors import Optimizer3Error, UsageError
 from optimizer3.learned.lstm import LSTMState, MetaParams, init_meta_params
 from optimizer3.meta.checkpoint import load_learned_optimizer
-from optimizer3.meta.distributed import Group, current_group, run_workers
+from optimizer3.meta.distributed import Group, check_size, current_group, run_workers
 from optimizer3.meta.run_state import (
     RunState, clone_params, make_meta_optimizer, open_metrics, save_state, state_from_checkpoint,
     stop_requests,
@@ -284,6 +284,7 @@ def meta_train(
     if config.workers > 1 and group.size == 1:
         return run_workers(_worker, (config, data_dir, resume), config.workers,
                            lambda: meta_train(config, run_dir, progress, data_dir, resume))
+    check_size(group.size, config.problems, config.validation_problems)
     if not group.leader:
         run_dir, progress = None, False
     began = time.perf_counter()
@@ -293,6 +294,12 @@ def meta_train(
     ))
     weights = loss_weights(config.loss_weights, config.horizon)
     state = state_from_checkpoint(config, resume) if resume else _fresh_state(config, validation_task, group)
+    checksum = state.trajectory + sum(float(p.detach().double().sum()) for p in state.meta_params.values())
+    if not group.same(checksum):
+        raise Optimizer3Error(
+            "The processes of this run start from different meta-parameters (different copies of the "
+            "checkpoint on different machines?); give every process the same run directory"
+        )
     history: list[dict[str, Any]] = list(state.validations[:1]) if not resume else []
     metrics = open_metrics(run_dir, state.trajectory) if run_dir else None
     bar = tqdm(range(state.trajectory, config.trajectories), desc="meta-train", disable=not progress,
@@ -338,6 +345,8 @@ def _worker(config: MetaTrainConfig, data_dir: str | None, resume: dict[str, Any
         meta_train(config, None, progress=False, data_dir=data_dir, resume=resume)
     except MetaTrainingInterrupted:
         pass  # process 0 saved the checkpoint and says so
+    except Optimizer3Error:
+        raise SystemExit(2) from None  # process 0 meets the same error and says so
 
 
 def _advance(
