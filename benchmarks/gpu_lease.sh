@@ -5,8 +5,8 @@
 #
 #     DATA=.mnist OUT=/tmp/out bash benchmarks/gpu_lease.sh
 #
-# 1. Five meta-training arms side by side on the one GPU (meta-graphs held a segment at a time,
-#    --recompute-every, so that all five fit in an H100's 80 GB), each ended by SIGTERM after
+# 1. Six meta-training arms side by side on the one GPU (meta-graphs held a segment at a time,
+#    --recompute-every, so that all six fit in an H100's 80 GB), each ended by SIGTERM after
 #    $ARM_SECONDS (the run keeps its best so far and can be resumed), with the test suite beside
 #    them; their run directories come back whole as $OUT/runs.tar.gz, so that a good one can be
 #    exported with its command and machine.
@@ -52,8 +52,10 @@ cat "$RUNS/machine.txt"
 common=(--task mnist --data-dir "$DATA" --preprocessing log_sign --momentum-inputs 0.5 0.9 0.99
         --update-form gradient_mix --output-init zeros --loss-weights linear
         --validation-problems "$VALIDATION" --quiet --device "$DEVICE" --threads 2)
-# Trial 11's arm A: mnist-mix fine-tuned on whole 100-step trajectories.
-finetune=(--meta-lr 0.001 --unroll 100 --trajectories "$TRAJECTORIES" --validate-every 10 --init-from mnist-mix)
+# Trial 18's fine-tuning of mnist-mix4-base on whole 100-step trajectories (mnist-mix4 on the CPU,
+# with 4 instances), with more instances and other seeds.
+finetune=(--meta-lr 0.001 --unroll 100 --trajectories "$TRAJECTORIES" --validate-every 10
+          --init-from mnist-mix4-base)
 
 arm() {
     local name=$1
@@ -66,6 +68,7 @@ arm() {
     ) &
 }
 
+arm FT4s2 "${finetune[@]}" --problems 4 --seed 2 --recompute-every 10
 arm FT16s0 "${finetune[@]}" --problems "$SMALL" --seed 0 --recompute-every 10
 arm FT16s2 "${finetune[@]}" --problems "$SMALL" --seed 2 --recompute-every 10
 arm FT64s0 "${finetune[@]}" --problems "$BIG" --seed 0 --recompute-every 5
