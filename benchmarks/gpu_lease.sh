@@ -68,11 +68,11 @@ arm() {
     ) &
 }
 
-arm FT4s2 "${finetune[@]}" --problems 4 --seed 2 --recompute-every 10
+arm FT4s4 "${finetune[@]}" --problems 4 --seed 4 --recompute-every 10
 arm FT16s0 "${finetune[@]}" --problems "$SMALL" --seed 0 --recompute-every 10
-arm FT16s2 "${finetune[@]}" --problems "$SMALL" --seed 2 --recompute-every 10
+arm FT16s4 "${finetune[@]}" --problems "$SMALL" --seed 4 --recompute-every 10
 arm FT64s0 "${finetune[@]}" --problems "$BIG" --seed 0 --recompute-every 5
-arm FT64s2 "${finetune[@]}" --problems "$BIG" --seed 2 --recompute-every 5
+arm FT64s4 "${finetune[@]}" --problems "$BIG" --seed 4 --recompute-every 5
 # Trial 9's GM10s3 from a random LSTM, with 64 instances per trajectory.
 arm S64s3 --meta-lr 0.003 --problems "$BIG" --trajectories "$TRAJECTORIES" --validate-every 20 --seed 3 \
     --recompute-every 5
