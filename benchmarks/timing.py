@@ -11,6 +11,7 @@ from optimizer3.config import MetaTrainConfig
 from optimizer3.learned.lstm import init_meta_params
 from optimizer3.meta.trainer import loss_weights, train_trajectory
 from optimizer3.tasks import make_task_family
+from optimizer3.tasks.mlp import activation_names
 
 
 def trajectory_runner(config: MetaTrainConfig, data_dir: str | None = None):
@@ -49,7 +50,7 @@ def best_meta_train_seconds(config: MetaTrainConfig, repeats: int, data_dir: str
     processes is timed, each trajectory ending with every process's last meta-step."""
     from optimizer3.meta.trainer import meta_train
 
-    kinds = len(config.task.activation.split(","))  # validation needs as many instances of each
+    kinds = len(activation_names(config.task.activation))  # validation needs as many instances of each
     run = dataclasses.replace(config, trajectories=repeats + 2, validation_problems=config.workers * kinds,
                               validate_every=repeats + 2)
     seconds = [record["seconds"] for record in meta_train(run, progress=False, data_dir=data_dir).history[1:]]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import math
 import multiprocessing
 import os
 import pathlib
@@ -31,6 +30,10 @@ import torch.distributed as dist
 from optimizer3.errors import UsageError
 from optimizer3.learned.lstm import MetaParams
 from optimizer3.tasks.base import Task
+
+
+# How long a collective waits for the other processes (a compile or a checkpoint in one of them).
+TIMEOUT = datetime.timedelta(minutes=30)
 
 
 def rows(problems: int, rank: int, size: int) -> tuple[int, int]:
@@ -118,15 +121,14 @@ class Group:
                 p.grad = None
         return float(flat[offset])
 
-    def mean(self, values: torch.Tensor) -> float:
-        """The mean of `values` over every process's rows (each process passes its own), with a
-        non-finite value counting as infinite (`trajectories.tuning_score`)."""
-        values = torch.nan_to_num(values.double().cpu(), nan=math.inf, posinf=math.inf)
+    def average(self, value: float, share: float) -> float:
+        """The mean over all processes' rows of a mean over this process's rows (`value`),
+        weighted as `average_meta_gradient` weighs; `share`: this process's fraction of the rows."""
         if self.size == 1:
-            return float(values.mean())
-        total = torch.tensor([values.sum(), len(values)], dtype=torch.float64)
+            return value
+        total = torch.tensor([value * share], dtype=torch.float64)
         dist.all_reduce(total)
-        return float(total[0] / total[1])
+        return float(total)
 
     def same(self, value: float) -> bool:
         """Whether every process passed the same `value` (a checksum of where it starts)."""
@@ -168,13 +170,13 @@ def init_from_environment() -> Group:
     (`MASTER_ADDR`, `MASTER_PORT`, `RANK`, `WORLD_SIZE`); one process without one."""
     if launched_size() == 1 or (dist.is_available() and dist.is_initialized()):
         return current_group()
-    dist.init_process_group("gloo", init_method="env://", timeout=datetime.timedelta(minutes=30))
+    dist.init_process_group("gloo", init_method="env://", timeout=TIMEOUT)
     return current_group()
 
 
 def run_workers(worker, args: tuple, size: int, main) -> Any:
-    """Run `main()` here as process 0 of `size` and `worker(rank, size, init_method, *args)` in
-    `size - 1` new processes on this machine, in one process group; `main`'s result.
+    """Run `main()` here as process 0 of `size` and `worker(*args)` in `size - 1` new processes
+    on this machine, all in one process group; `main`'s result.
 
     Each process gets an equal share of this one's torch threads. A worker that fails before it
     joins the group is an error here at once; one that fails later ends the others' collectives
@@ -196,7 +198,7 @@ def run_workers(worker, args: tuple, size: int, main) -> Any:
         try:
             _wait_until_ready(processes, ready)
             dist.init_process_group("gloo", init_method=init_method, rank=0, world_size=size,
-                                    timeout=datetime.timedelta(minutes=30))
+                                    timeout=TIMEOUT)
             try:
                 result = main()
             finally:
@@ -234,7 +236,7 @@ def _worker_main(worker, rank: int, size: int, init_method: str, threads: int, a
     torch.set_num_threads(threads)
     ready.put(rank)
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=size,
-                            timeout=datetime.timedelta(minutes=30))
+                            timeout=TIMEOUT)
     try:
         worker(*args)
     finally:

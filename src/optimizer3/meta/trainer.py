@@ -220,7 +220,7 @@ def validate(meta_params: MetaParams, config: MetaTrainConfig, task: Task, group
     `task` is this process's shard of them, and the mean is over all)."""
     losses = run_learned(meta_params, config.optimizer, task, config.horizon, config.validation_seed,
                          compile=config.compile).losses
-    return tuning_score(losses[-1]) if group.size == 1 else group.mean(losses[-1])
+    return group.average(tuning_score(losses[-1]), task.num_problems / config.validation_problems)
 
 
 def starting_meta_params(config: MetaTrainConfig, generator: torch.Generator) -> MetaParams:
