@@ -286,3 +286,18 @@ def test_the_command_into_a_closed_pipe_exits_with_the_sigpipe_status_and_no_tra
         os.close(write_end)
     assert finished.returncode == 141
     assert finished.stderr == ""
+
+
+@pytest.mark.parametrize("flags, hidden, mix_hidden", [
+    ([], (20,), ("20,20", "40")),
+    (["--hidden", "40"], (40,), ()),
+    (["--hidden", "30", "--mix-hidden", "20,20"], (30,), ("20,20",)),
+    (["--activation", "tanh"], (20,), ("20,20", "40")),
+])
+def test_evaluate_tests_the_architecture_that_hidden_names(flags, hidden, mix_hidden):
+    from optimizer3.cli import build_parser, evaluation_task
+    from optimizer3.tasks import TaskConfig
+
+    args = build_parser().parse_args(["evaluate", "--pretrained", "mnist", "--run-dir", "x", *flags])
+    task = evaluation_task(args, TaskConfig(name="mnist", mix_hidden=("20,20", "40")))
+    assert (task.hidden, task.mix_hidden) == (hidden, mix_hidden)

@@ -44,13 +44,14 @@ def test_a_quadratic_shard_draws_and_computes_its_rows_of_the_whole():
                               task.loss(params, None)[shard.start : shard.stop])
 
 
-def test_an_mlp_shard_keeps_each_instance_its_draws_and_its_activation(mnist_dir):
-    config = TaskConfig(name="mnist", hidden=(4,), activation="sigmoid,relu,tanh", batch_size=8)
+@pytest.mark.parametrize("mix", [{"activation": "sigmoid,relu,tanh"}, {"mix_hidden": ("3,3", "5")}])
+def test_an_mlp_shard_keeps_each_instance_its_draws_and_its_kind(mnist_dir, mix):
+    config = TaskConfig(name="mnist", hidden=(4,), batch_size=8, **mix)
     task = make_task_family(config, "train", mnist_dir).sample(7, torch.Generator())
     params = task.init(torch.Generator().manual_seed(1))
     batch = task.sample_batch(torch.Generator().manual_seed(2))
     whole = task.loss(params, batch)
-    for shard in _shards(task, 3):  # rows 0-2, 3-4, 5-6: shards that begin on every activation
+    for shard in _shards(task, 3):  # rows 0-2, 3-4, 5-6: shards that begin on every kind
         mine = slice(shard.start, shard.stop)
         assert torch.equal(shard.init(torch.Generator().manual_seed(1)), params[mine])
         assert torch.equal(shard.sample_batch(torch.Generator().manual_seed(2)), batch[mine])

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from optimizer3.errors import UsageError
-from optimizer3.tasks.mlp import MLPFamily
+from optimizer3.tasks.mlp import MixedMLPTask, MLPFamily
 from optimizer3.tasks.mnist import MNIST
 
 
@@ -55,6 +55,47 @@ def test_an_instance_of_a_mixed_family_is_that_instance_of_its_own_activations_f
         torch.testing.assert_close(grads[0][i], grads[own][i])
         assert accuracies[0][i] == accuracies[own][i]
     assert not torch.equal(grads[1][1], grads[2][1])  # the two activations do differ here
+
+
+def test_an_instance_of_a_mixed_architecture_family_is_an_mlp_of_its_own_architecture_on_its_row():
+    data = _fake_mnist()
+    mixed = MLPFamily(data, hidden=(6,), mix_hidden=((5, 4), (9,)), batch_size=8, heldout=100).sample(
+        7, torch.Generator())
+    assert isinstance(mixed, MixedMLPTask) and mixed.dim == 784 * 9 + 9 + 9 * 10 + 10
+    g = torch.Generator().manual_seed(5)
+    params, batch = mixed.init(g), mixed.sample_batch(g)
+    params.add_(0.01 * torch.randn(params.shape, generator=g))  # padding that the losses must not read
+    params.requires_grad_()
+    losses = mixed.loss(params, batch)
+    (grads,) = torch.autograd.grad(losses.sum(), params)
+    accuracy = mixed.test_accuracy(params.detach())
+    for i in range(7):  # instance i has the (i mod 3)-th architecture
+        hidden = ((6,), (5, 4), (9,))[i % 3]
+        own = MLPFamily(data, hidden=hidden, batch_size=8, heldout=100).sample(1, torch.Generator())
+        row = params[i : i + 1, : own.dim].detach().requires_grad_()
+        loss = own.loss(row, batch[i : i + 1])
+        torch.testing.assert_close(losses[i], loss[0])
+        torch.testing.assert_close(grads[i, : own.dim], torch.autograd.grad(loss.sum(), row)[0][0])
+        assert not grads[i, own.dim :].any()  # the padding's gradient is zero
+        assert accuracy[i] == own.test_accuracy(row.detach())[0]
+    together = mixed.copies_loss([params, 2 * params], batch)
+    torch.testing.assert_close(together[0], losses)
+    torch.testing.assert_close(together[1], mixed.loss(2 * params, batch))
+
+
+def test_a_mixed_architecture_family_draws_each_architectures_init_and_zero_padding():
+    data = _fake_mnist()
+    mixed = MLPFamily(data, hidden=(6,), mix_hidden=((3, 3),), batch_size=8, heldout=100).sample(4, torch.Generator())
+    params = mixed.init(torch.Generator().manual_seed(0))
+    narrow = MLPFamily(data, hidden=(3, 3), batch_size=8, heldout=100).sample(2, torch.Generator())
+    wide = MLPFamily(data, hidden=(6,), batch_size=8, heldout=100).sample(2, torch.Generator())
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(params[0::2], wide.init(g))  # the first architecture's draws come first
+    assert torch.equal(params[1::2, : narrow.dim], narrow.init(g))
+    assert not params[1::2, narrow.dim :].any()
+    shard = mixed.rows(1, 4)  # instances 1, 2, 3: (3, 3), (6,), (3, 3)
+    assert [(rows, task.hidden, task.num_problems) for rows, task in shard.parts()] == [
+        (slice(1, None, 2), (6,), 1), (slice(0, None, 2), (3, 3), 2)]
 
 
 def test_gradients_are_per_instance():
@@ -111,7 +152,8 @@ def test_splits_are_disjoint_and_accuracy_is_a_fraction():
     [({"hidden": (0,)}, "hidden layer sizes"), ({"hidden": ()}, "hidden layer sizes"),
      ({"activation": "gelu"}, "'gelu'"), ({"activation": "sigmoid,gelu"}, "'sigmoid,gelu'"),
      ({"activation": "sigmoid,"}, "'sigmoid,'"), ({"activation": ""}, "''"), ({"batch_size": 1000}, "batch size: 1000"),
-     ({"batch_size": 0}, "batch size: 0")],
+     ({"batch_size": 0}, "batch size: 0"), ({"mix_hidden": ((20, 0),)}, "mix_hidden"),
+     ({"mix_hidden": ((40,),), "activation": "sigmoid,relu"}, "cannot mix activations")],
 )
 def test_bad_settings(kwargs, match):
     with pytest.raises(UsageError, match=match):

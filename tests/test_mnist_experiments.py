@@ -6,6 +6,7 @@ import pytest
 
 from optimizer3 import pretrained
 from optimizer3.cli import main
+from optimizer3.errors import UsageError
 
 TINY_MNIST = ["--task", "mnist", "--preprocessing", "log_sign", "--output-init", "zeros",
               "--horizon", "4", "--unroll", "2", "--problems", "1", "--trajectories", "1",
@@ -87,6 +88,36 @@ def test_a_mixed_family_is_named_in_the_report_and_a_single_one_is_not():
     assert "--activation sigmoid,relu" in note and "first, sigmoid" in note and "(e) tests no generalization" in note
     assert "(e)" not in family_note(TaskConfig(name="mnist", activation="sigmoid,tanh"))
     assert family_note(TaskConfig(name="mnist", activation="relu")) == ""
+
+
+def test_the_experiments_of_a_mixed_architecture_family_use_its_first_architecture():
+    from optimizer3.experiments import family_note, mnist_experiments
+    from optimizer3.tasks import TaskConfig
+
+    task = TaskConfig(name="mnist", hidden=(30,), mix_hidden=("20,20",))
+    experiments = mnist_experiments(task, horizon=50)
+    assert [e.task.hidden for e in experiments] == [(30,), (30,), (40,), (20, 20), (30,)]
+    assert all(e.task.mix_hidden == () for e in experiments)
+    note = family_note(task)
+    assert "--hidden 30 --mix-hidden 20,20" in note and "first, 30" in note
+    assert "(d) tests no generalization" in note and "(c)" not in note
+    assert "(c) and (d) test no" in family_note(TaskConfig(name="mnist", mix_hidden=("20,20", "40")))
+    assert "no generalization" not in family_note(TaskConfig(name="mnist", mix_hidden=("30",)))
+
+
+@pytest.mark.parametrize("spec", ["20,x", "20,", "0", ""])
+def test_a_bad_architecture_is_refused(spec):
+    from optimizer3.tasks import TaskConfig
+
+    with pytest.raises(UsageError, match=f"Invalid architecture: '{spec}'"):
+        TaskConfig(name="mnist", mix_hidden=(spec,))
+
+
+def test_a_family_mixes_architectures_or_activations_not_both():
+    from optimizer3.tasks import TaskConfig
+
+    with pytest.raises(UsageError, match="mixes architectures or activations, not both"):
+        TaskConfig(name="mnist", mix_hidden=("40",), activation="sigmoid,relu")
 
 
 def test_workers_run_the_optimizers_side_by_side_with_the_same_results(tmp_path, shipped, mnist_dir, monkeypatch):

@@ -58,7 +58,9 @@ def test_loss_weights():
      ({"recompute_every": 5, "second_order": True}, "does not combine with second_order"),
      ({"matmul_dtype": "float16"}, "'float16'"),
      ({"task": TaskConfig(name="mnist", activation="sigmoid,relu"), "problems": 3}, "problems: 3 is not a multiple of 2"),
-     ({"task": TaskConfig(name="mnist", activation="tanh,relu,relu"), "problems": 6}, "validation_problems: 500 is not a multiple of 3")],
+     ({"task": TaskConfig(name="mnist", activation="tanh,relu,relu"), "problems": 6}, "validation_problems: 500 is not a multiple of 3"),
+     ({"task": TaskConfig(name="mnist", mix_hidden=("20,20", "40")), "problems": 4},
+      "problems: 4 is not a multiple of 3, the architectures of --hidden and --mix-hidden 20,20 40")],
 )
 def test_bad_settings_are_refused(changes, match):
     with pytest.raises(UsageError, match=match):

@@ -200,6 +200,16 @@ def command_meta_train(args: argparse.Namespace) -> None:
           f"checkpoint: {run_dir / 'checkpoint.pt'}")
 
 
+def evaluation_task(args: argparse.Namespace, trained: TaskConfig) -> TaskConfig:
+    """The task that `evaluate` tests on: the training task with the task flags given replaced.
+    `--hidden` without `--mix-hidden` names the one architecture to test, so a training family
+    that mixed architectures gives way to it."""
+    task = config_from_args(TaskConfig, args, trained)
+    if args.hidden is not None and args.mix_hidden is None:
+        task = dataclasses.replace(task, mix_hidden=())
+    return task
+
+
 def command_evaluate(args: argparse.Namespace) -> None:
     if args.pretrained:
         source = pretrained.pretrained_path(args.pretrained)
@@ -207,7 +217,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
         source = pathlib.Path(args.checkpoint)
     meta_params, meta_config = load_learned_optimizer(source)
     evaluation = config_from_args(EvaluationConfig, args, EvaluationConfig())
-    task = config_from_args(TaskConfig, args, meta_config.task)
+    task = evaluation_task(args, meta_config.task)
     _check_seeds(meta_config, evaluation)
     _check_task(task, args.data_dir, evaluation.device)
     run_dir = prepare_run_dir(pathlib.Path(args.run_dir), args.overwrite)
@@ -368,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(evaluate, TaskConfig, TaskConfig())
     evaluate.set_defaults(handler=command_evaluate)
     evaluate.epilog = ("Task flags left out keep the learned optimizer's training task; given, they "
-                       "test how it generalizes (a bigger --dim, another --hidden or --activation).")
+                       "test how it generalizes (a bigger --dim, another --hidden or --activation; --hidden "
+                       "without --mix-hidden tests that one architecture).")
 
     listing = commands.add_parser("list-pretrained", help="the pretrained optimizers shipped in the package")
     listing.set_defaults(handler=command_list_pretrained, threads=None)

@@ -158,12 +158,14 @@ class MetaTrainConfig:
         _check_choice("loss_weights", self.loss_weights, LOSS_WEIGHTINGS)
         _check_choice("meta_objective", self.meta_objective, META_OBJECTIVES)
         _check_choice("matmul_dtype", self.matmul_dtype, tuple(MATMUL_DTYPES))
-        kinds = len(activation_names(self.task.activation))
+        kinds = self.task.kinds if self.task.name == "mnist" else 1
+        mixed = (f"the activations in {self.task.activation!r}" if len(activation_names(self.task.activation)) > 1
+                 else f"the architectures of --hidden and --mix-hidden {' '.join(self.task.mix_hidden)}")
         for name in ("problems", "validation_problems"):
             if getattr(self, name) % kinds:
                 raise UsageError(
-                    f"Invalid {name}: {getattr(self, name)} is not a multiple of {kinds}, the activations in "
-                    f"{self.task.activation!r}; use a multiple, so that each kind has as many instances"
+                    f"Invalid {name}: {getattr(self, name)} is not a multiple of {kinds}, {mixed}; "
+                    "use a multiple, so that each kind has as many instances"
                 )
         check_size(self.workers, self.problems, self.validation_problems)
         if self.seed == self.validation_seed:

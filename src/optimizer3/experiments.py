@@ -22,7 +22,7 @@ from optimizer3.plotting import plot_panels
 from optimizer3.provenance import code_version, describe_machine, machine
 from optimizer3.report import write_results
 from optimizer3.tasks import TaskConfig
-from optimizer3.tasks.mlp import activation_names
+from optimizer3.tasks.mlp import activation_names, parse_hidden
 from optimizer3.workers import compare_tasks
 
 # Evaluation settings of `reproduce mnist`: 100 test runs per experiment (the issue's minimum),
@@ -44,9 +44,10 @@ def mnist_experiments(base: TaskConfig, horizon: int) -> list[Experiment]:
     """The five settings of the paper's MNIST experiments, around the training network `base`.
 
     A training family that mixes activations (`sigmoid,relu`) is evaluated on networks of its
-    first one in (a) to (d), as the paper's base network has one kind of unit.
+    first one in (a) to (d), as the paper's base network has one kind of unit; one that mixes
+    architectures (`--mix-hidden`), on its first (`--hidden`) in (a), (b) and (e).
     """
-    base = dataclasses.replace(base, activation=activation_names(base.activation)[0])
+    base = dataclasses.replace(base, activation=activation_names(base.activation)[0], mix_hidden=())
     return [
         Experiment("a", f"(a) base network, {horizon} steps", base, horizon),
         Experiment("b", f"(b) base network, {2 * horizon} steps", base, 2 * horizon),
@@ -93,14 +94,25 @@ def run_mnist_experiments(
 
 
 def family_note(task: TaskConfig) -> str:
-    """A sentence for the report where the training family mixed activations, else ''."""
+    """A sentence for the report where the training family mixed activations or architectures,
+    else ''."""
     names = activation_names(task.activation)
-    if len(names) == 1:
+    if len(names) > 1:
+        note = (f"The learned optimizer was meta-trained on a family that mixes activations "
+                f"(`--activation {task.activation}`): (a) to (d) use its first, {names[0]}")
+        if "relu" in names:
+            note += ", and (e) tests no generalization to ReLU units, which it saw in meta-training"
+        return note + ".\n\n"
+    if not task.mix_hidden:
         return ""
-    note = (f"The learned optimizer was meta-trained on a family that mixes activations "
-            f"(`--activation {task.activation}`): (a) to (d) use its first, {names[0]}")
-    if "relu" in names:
-        note += ", and (e) tests no generalization to ReLU units, which it saw in meta-training"
+    hidden = ",".join(map(str, task.hidden))
+    note = (f"The learned optimizer was meta-trained on a family that mixes architectures (`--hidden {hidden} "
+            f"--mix-hidden {' '.join(task.mix_hidden)}`): (a), (b) and (e) use its first, {hidden}")
+    seen = [title for title, sizes in (("(c)", (40,)), ("(d)", (20, 20)))
+            if sizes in {task.hidden, *map(parse_hidden, task.mix_hidden)}]
+    if seen:
+        note += (f", and {' and '.join(seen)} {'test' if len(seen) > 1 else 'tests'} no generalization to "
+                 f"{'networks' if len(seen) > 1 else 'a network'} it saw in meta-training")
     return note + ".\n\n"
 
 

@@ -36,6 +36,20 @@ def activation_names(spec: str) -> tuple[str, ...]:
     return names
 
 
+def parse_hidden(spec: str) -> tuple[int, ...]:
+    """The hidden-layer sizes that `spec` writes joined by commas ("20,20": two layers of 20)."""
+    try:
+        sizes = tuple(int(size) for size in spec.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or any(size < 1 for size in sizes):
+        raise UsageError(
+            f"Invalid architecture: {spec!r}; write positive hidden-layer sizes joined by commas "
+            "without spaces (20,20 is two layers of 20)"
+        )
+    return sizes
+
+
 def activate(x: torch.Tensor, names: tuple[str, ...], first: int = 0) -> torch.Tensor:
     """Each instance's activation applied to x [copies, instances, examples, units]: instance i,
     counted from `first`, takes the (i mod n)-th of the n names, each computed on its own
@@ -201,15 +215,84 @@ class MLPTask:
 
 
 @dataclasses.dataclass(frozen=True)
+class MixedMLPTask:
+    """`num_problems` MLP instances of several architectures: instance i, counted from
+    `first_instance`, has the hidden layers `architectures[i mod n]` (a family that mixes depths
+    or widths, as `activation_names` mixes activations).
+
+    Every instance's parameters are one row of an [instances, dim] tensor, `dim` the largest
+    architecture's: an instance's MLP reads the first entries of its row (in `MLPTask`'s
+    layout) and the rest is padding that no loss reads, so its gradient is zero. The learned
+    optimizer still runs on the padding: a row costs it the largest architecture's time.
+    """
+
+    base: MLPTask  # the data, activation, batch size and initialization that all instances share
+    architectures: tuple[tuple[int, ...], ...]
+    num_problems: int
+    first_instance: int = 0
+
+    @property
+    def dim(self) -> int:
+        return max(dataclasses.replace(self.base, hidden=hidden).dim for hidden in self.architectures)
+
+    def parts(self) -> list[tuple[slice, MLPTask]]:
+        """Each architecture's instances: their rows (every n-th) and their `MLPTask`."""
+        n, parts = len(self.architectures), []
+        for index, hidden in enumerate(self.architectures):
+            begin = (index - self.first_instance) % n
+            count = len(range(begin, self.num_problems, n))
+            if count:
+                task = dataclasses.replace(self.base, hidden=hidden, num_problems=count, first_instance=0)
+                parts.append((slice(begin, None, n), task))
+        return parts
+
+    def init(self, generator: torch.Generator) -> torch.Tensor:
+        """Each architecture's instances initialized as its `MLPTask.init` does, in the order of
+        `architectures`; zero padding."""
+        params = torch.zeros(self.num_problems, self.dim, device=self.base.images.device)
+        for rows, task in self.parts():
+            params[rows, : task.dim] = task.init(generator)
+        return params
+
+    def rows(self, start: int, stop: int) -> "MixedMLPTask":
+        """Instances start..stop-1 as a task of their own (each keeps its architecture)."""
+        return dataclasses.replace(self, num_problems=stop - start, first_instance=self.first_instance + start)
+
+    def sample_batch(self, generator: torch.Generator) -> torch.Tensor:
+        return dataclasses.replace(self.base, num_problems=self.num_problems).sample_batch(generator)
+
+    def loss(self, params: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of each instance on its own minibatch, shape [instances]."""
+        return self.copies_loss([params], batch)[0]
+
+    def copies_loss(self, params: Sequence[torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+        """`MLPTask.copies_loss` for every architecture's instances, shape [copies, instances]."""
+        losses = params[0].new_empty(len(params), self.num_problems)
+        for rows, task in self.parts():
+            losses[:, rows] = task.copies_loss([copy[rows, : task.dim] for copy in params], batch[rows])
+        return losses
+
+    @torch.no_grad()
+    def test_accuracy(self, params: torch.Tensor) -> torch.Tensor:
+        """Fraction of the test images each instance classifies correctly, shape [instances]."""
+        accuracy = params.new_empty(self.num_problems)
+        for rows, task in self.parts():
+            accuracy[rows] = task.test_accuracy(params[rows, : task.dim])
+        return accuracy
+
+
+@dataclasses.dataclass(frozen=True)
 class MLPFamily:
-    """MLPs of one architecture on the meta-training or the held-out part of MNIST's training set.
+    """MLPs on the meta-training or the held-out part of MNIST's training set.
 
     The last `heldout` training images are never used for meta-training; evaluation trains the
-    optimizee on them, and measures its accuracy on the 10,000 test images.
+    optimizee on them, and measures its accuracy on the 10,000 test images. With `mix_hidden`,
+    the instances alternate between the architectures `hidden`, *`mix_hidden` (`MixedMLPTask`).
     """
 
     data: MNIST
     hidden: tuple[int, ...] = (20,)
+    mix_hidden: tuple[tuple[int, ...], ...] = ()
     activation: str = "sigmoid"
     batch_size: int = 128
     init_scale: float = 1.0
@@ -220,6 +303,13 @@ class MLPFamily:
         if not self.hidden or any(size < 1 for size in self.hidden):
             raise UsageError(f"Invalid hidden layer sizes: {self.hidden}; use one or more positive sizes")
         activation_names(self.activation)
+        if any(not sizes or any(size < 1 for size in sizes) for sizes in self.mix_hidden):
+            raise UsageError(f"Invalid mix_hidden: {self.mix_hidden}; use architectures of positive sizes")
+        if self.mix_hidden and len(activation_names(self.activation)) > 1:
+            raise UsageError(
+                f"A family cannot mix activations ({self.activation!r}) and architectures at once; "
+                "give one activation, or leave out mix_hidden"
+            )
         if self.split not in ("train", "heldout"):
             raise UsageError(f"Unknown split: {self.split!r}; choose train or heldout")
         if not 0 < self.heldout < len(self.data.train_labels):
@@ -237,11 +327,14 @@ class MLPFamily:
         cut = len(self.data.train_labels) - self.heldout
         return self.data.train_labels[:cut] if self.split == "train" else self.data.train_labels[cut:]
 
-    def sample(self, num_problems: int, generator: torch.Generator) -> MLPTask:
+    def sample(self, num_problems: int, generator: torch.Generator) -> MLPTask | MixedMLPTask:
         if num_problems < 1:
             raise UsageError(f"Invalid number of problems: {num_problems}; use 1 or more")
         del generator  # instances differ by their init and minibatches, drawn later
         cut = len(self.data.train_labels) - self.heldout
         images = self.data.train_images[:cut] if self.split == "train" else self.data.train_images[cut:]
-        return MLPTask(images, self.split_labels, num_problems, self.hidden, self.activation,
+        task = MLPTask(images, self.split_labels, num_problems, self.hidden, self.activation,
                        self.batch_size, self.init_scale, self.data.test_images, self.data.test_labels)
+        if not self.mix_hidden:
+            return task
+        return MixedMLPTask(task, (self.hidden, *self.mix_hidden), num_problems)
