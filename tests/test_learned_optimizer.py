@@ -191,6 +191,21 @@ def test_state_dict_round_trip_resumes_exactly(config):
     resumed.load_state_dict(saved["optimizer"])
     rest = _train(resumed_model, resumed, 5, first=5)
     assert first + rest == uninterrupted
+    # The state stays feature-major (LSTMState) through saving and loading; a state dict whose
+    # state is row-major, as this class wrote it before, resumes to the same losses.
+    state = resumed.state[next(resumed_model.parameters())]
+    assert all(state[key].transpose(-1, -2).is_contiguous() for key in ("h", "c", "momentum") if key in state)
+    row_major = copy.deepcopy(saved["optimizer"])
+    for entry in row_major["state"].values():
+        for key in ("h", "c", "momentum"):
+            if key in entry:
+                entry[key] = entry[key].contiguous()
+    assert not row_major["state"][0]["h"].transpose(-1, -2).is_contiguous()
+    resumed_model = _model(seed=99)
+    resumed_model.load_state_dict(saved["model"])
+    resumed = LearnedOptimizer(resumed_model.parameters(), other_meta, config)
+    resumed.load_state_dict(row_major)
+    assert _train(resumed_model, resumed, 5, first=5) == rest
     if config.momentum_inputs:
         broken = copy.deepcopy(saved["optimizer"])
         broken["state"][0]["momentum"] = broken["state"][0]["momentum"][:, :2]

@@ -3,7 +3,7 @@ import torch
 
 from optimizer3.errors import UsageError
 from optimizer3.learned.lstm import (
-    LSTMOptimizerConfig, init_meta_params, init_state, lstm_step, meta_param_shapes,
+    LSTMOptimizerConfig, LSTMState, init_meta_params, init_state, lstm_step, meta_param_shapes,
 )
 
 
@@ -51,6 +51,29 @@ def test_each_row_matches_a_one_row_computation():
     for row in range(5):
         single, _ = lstm_step(params, grads[row : row + 1], init_state(config, 1, dtype=torch.float64), config)
         torch.testing.assert_close(batched[row : row + 1], single)
+
+
+@pytest.mark.parametrize("matmul_dtype", ["float32", "bfloat16"])
+def test_state_is_feature_major_and_its_layout_does_not_change_results(matmul_dtype):
+    config = LSTMOptimizerConfig(momentum_inputs=(0.5, 0.9), update_form="gradient_mix", mix_rms_decay=0.9)
+    params = init_meta_params(config, torch.Generator().manual_seed(4))
+    rows = 7
+    state = init_state(config, rows)
+    # Feature-major: each tensor is the transpose of a contiguous [units, rows] tensor.
+    assert all(t.shape[0] == rows and t.t().is_contiguous() for t in (*state.h, *state.c, state.momentum))
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(2):  # a second step from a state with values
+        grads = torch.randn(rows, generator=generator)
+        updates, new = lstm_step(params, grads, state, config, matmul_dtype)
+        assert all(t.t().is_contiguous() for t in (*new.h, *new.c, new.momentum))
+        row_major = LSTMState(*(tuple(t.contiguous() for t in part) for part in state[:2]),
+                              state.momentum.contiguous())
+        assert row_major.h[0].is_contiguous() and not state.h[0].is_contiguous()
+        same_updates, same = lstm_step(params, grads, row_major, config, matmul_dtype)
+        torch.testing.assert_close(same_updates, updates, rtol=1e-6, atol=1e-7)
+        for a, b in zip((*same.h, *same.c, same.momentum), (*new.h, *new.c, new.momentum)):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        state = new
 
 
 def test_output_scale_multiplies_the_update():

@@ -137,7 +137,14 @@ class LSTMOptimizerConfig:
 class LSTMState(NamedTuple):
     """Per-coordinate recurrent state: one `[rows, hidden]` tensor per layer for h and for c,
     and with `momentum_inputs` the gradient's moving averages, `[rows, momentum_columns]` (the
-    averages, then with bias correction their weights; None without)."""
+    averages, then with bias correction their weights; None without).
+
+    The tensors that `init_state` and `lstm_step` make are feature-major: each is the
+    transpose (`.t()`) of a contiguous `[hidden, rows]` (or `[momentum_columns, rows]`)
+    tensor, so that the step's element-wise work runs along the coordinates, in long vectors,
+    instead of along 20 units at a time. Any layout gives the same results; row-major state
+    (from `torch.zeros(rows, hidden)`, say) is only slower.
+    """
 
     h: tuple[torch.Tensor, ...]
     c: tuple[torch.Tensor, ...]
@@ -201,14 +208,12 @@ def init_state(
     device: torch.device | str | None = None,
 ) -> LSTMState:
     """Zero hidden and cell state (and zero moving averages) for `rows` coordinates."""
-    zeros = tuple(
-        torch.zeros(rows, config.hidden_size, dtype=dtype, device=device)
-        for _ in range(config.layers)
-    )
-    momentum = None
-    if config.momentum_columns:
-        momentum = torch.zeros(rows, config.momentum_columns, dtype=dtype, device=device)
-    return LSTMState(zeros, tuple(torch.zeros_like(z) for z in zeros), momentum)
+    def zeros(columns: int) -> torch.Tensor:
+        return torch.zeros(columns, rows, dtype=dtype, device=device).t()  # feature-major (LSTMState)
+
+    momentum = zeros(config.momentum_columns) if config.momentum_columns else None
+    return LSTMState(tuple(zeros(config.hidden_size) for _ in range(config.layers)),
+                     tuple(zeros(config.hidden_size) for _ in range(config.layers)), momentum)
 
 
 _CONSTANTS: dict[tuple, torch.Tensor] = {}
@@ -235,6 +240,7 @@ def gradient_features(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The raw features of every coordinate, `[rows, 1 + len(momentum_inputs)]`: the gradient,
     then each moving average of it as the LSTM sees it; and the updated per-coordinate state.
+    Both are feature-major (`LSTMState`).
 
     Each moving average is m <- decay * m + (1 - decay) * g, starting from zero. Without bias
     correction the LSTM sees m itself (how far a young average lags is for it to learn); with
@@ -242,40 +248,60 @@ def gradient_features(
     1 - decay^t after t steps. With `mix_rms_decay` the state also carries the average of g^2
     and its weight, the same way (`mix_rms`).
     """
-    column = grads.unsqueeze(1)
+    features, momentum = _gradient_features(grads, None if momentum is None else momentum.t(), config)
+    return features.t(), None if momentum is None else momentum.t()
+
+
+def _gradient_features(
+    grads: torch.Tensor, momentum: torch.Tensor | None, config: LSTMOptimizerConfig
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`gradient_features` on the transposed layout: `momentum` `[momentum_columns, rows]` in,
+    features `[1 + len(momentum_inputs), rows]` and the new momentum out."""
+    row = grads.unsqueeze(0)
     if not config.momentum_columns:
-        return column, None
+        return row, None
     count = len(config.momentum_inputs)
-    pieces, seen = [], column[:, :0]
+    pieces, seen = [], row[:0]
     if count:
-        decay = _constant(config.momentum_inputs, grads.dtype, grads.device)
-        keep = _constant(tuple(1.0 - d for d in config.momentum_inputs), grads.dtype, grads.device)
-        averages = torch.addcmul(momentum[:, :count] * decay, column, keep)
+        decay = _constant(config.momentum_inputs, grads.dtype, grads.device).unsqueeze(1)
+        keep = _constant(tuple(1.0 - d for d in config.momentum_inputs), grads.dtype, grads.device).unsqueeze(1)
+        averages = torch.addcmul(momentum[:count] * decay, row, keep)
         pieces.append(averages)
         seen = averages
         if config.momentum_bias_correction:
-            weights = torch.addcmul(keep, momentum[:, count : 2 * count], decay)
+            weights = torch.addcmul(keep, momentum[count : 2 * count], decay)
             pieces.append(weights)
             seen = averages / weights
     if config.mix_rms_decay:
         decay = config.mix_rms_decay
-        squares = momentum[:, -2:-1] * decay + column.square() * (1.0 - decay)
-        pieces.append(torch.cat((squares, momentum[:, -1:] * decay + (1.0 - decay)), dim=1))
-    momentum = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
-    return torch.cat((column, seen), dim=1), momentum
+        squares = momentum[-2:-1] * decay + row.square() * (1.0 - decay)
+        pieces.append(torch.cat((squares, momentum[-1:] * decay + (1.0 - decay)), dim=0))
+    momentum = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
+    return torch.cat((row, seen), dim=0), momentum
 
 
 def mix_rms(momentum: torch.Tensor) -> torch.Tensor:
     """The root of the bias-corrected average of g^2 kept by `mix_rms_decay`, `[rows, 1]`, with
     1e-16 added under the root (Adam's epsilon of 1e-8, squared), so that a coordinate whose
     gradients were all zero divides by 1e-8, not by zero."""
-    return (momentum[:, -2:-1] / momentum[:, -1:] + 1e-16).sqrt()
+    return _mix_rms(momentum.t()).t()
+
+
+def _mix_rms(momentum: torch.Tensor) -> torch.Tensor:
+    """`mix_rms` on the transposed layout: `[momentum_columns, rows]` in, `[1, rows]` out."""
+    return (momentum[-2:-1] / momentum[-1:] + 1e-16).sqrt()
 
 
 def encode_features(features: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
-    """The LSTM's inputs `[rows, config.input_size]`: every feature encoded by the preprocessing."""
-    x = preprocess(features.reshape(-1), config.preprocessing, config.preprocess_p)
-    return x.reshape(features.shape[0], config.input_size)
+    """The LSTM's inputs `[rows, config.input_size]`: every feature encoded by the preprocessing,
+    the encodings of the first feature first."""
+    return _encode_features(features.t(), config).t()
+
+
+def _encode_features(features: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
+    """`encode_features` on the transposed layout: `[features, rows]` in, `[input_size, rows]` out."""
+    x = preprocess(features, config.preprocessing, config.preprocess_p, dim=1)
+    return x.reshape(config.input_size, features.shape[1])
 
 
 def lstm_step(
@@ -296,52 +322,59 @@ def lstm_step(
         results, the state and all element-wise work stay in the gradients' dtype.
 
     Returns:
-      (updates, new_state): `updates` has shape [rows] and is added to the parameters.
+      (updates, new_state): `updates` has shape [rows] and is added to the parameters;
+      `new_state` is feature-major (`LSTMState`).
     """
+    # The work runs on the transposes of the state's tensors, [units, rows]: contiguous for
+    # feature-major state, so every element-wise loop below runs along the coordinates.
     hidden = config.hidden_size
-    features, momentum = gradient_features(grads, state.momentum, config)
-    x = encode_features(features, config)
-    # tanh(z) = 2 sigmoid(2z) - 1. Doubling the cell-candidate columns lets one sigmoid cover
-    # all four gates; torch's CPU sigmoid is several times faster than its tanh, and the
-    # elementwise work, not the matrix products, bounds this step. (Doubling is exact in
-    # floating point, so this equals doubling those columns of the weights and bias.)
+    features, momentum = _gradient_features(grads, None if state.momentum is None else state.momentum.t(), config)
+    x = _encode_features(features, config)
+    # tanh(z) = 2 sigmoid(2z) - 1. Doubling the cell candidate's weights and bias lets one
+    # sigmoid cover all four gates; torch's CPU sigmoid is several times faster than its tanh,
+    # and the elementwise work, not the matrix products, bounds this step. (Doubling is exact
+    # in floating point, so this equals doubling the candidate's pre-activations.)
     doubled = _candidate_doubler(hidden, x.dtype, x.device)
     new_h, new_c = [], []
     for layer in range(config.layers):
-        gates = _gate_inputs(meta_params[f"lstm.{layer}.bias"], torch.cat((x, state.h[layer]), dim=1),
-                             meta_params[f"lstm.{layer}.weight"], matmul_dtype).mul_(doubled).sigmoid_()
-        input_gate, forget_gate, output_gate, candidate = gates.chunk(4, dim=1)
-        cell = torch.addcmul(forget_gate * state.c[layer], input_gate, candidate * 2.0 - 1.0)
+        inputs = torch.cat((x, state.h[layer].t()), dim=0)
+        weight, bias = meta_params[f"lstm.{layer}.weight"] * doubled, meta_params[f"lstm.{layer}.bias"] * doubled
+        gates = _gate_inputs(bias, inputs, weight, matmul_dtype).sigmoid_()
+        input_gate, forget_gate, output_gate, candidate = gates.chunk(4, dim=0)
+        cell = torch.addcmul(forget_gate * state.c[layer].t(), input_gate, candidate * 2.0 - 1.0)
         x = output_gate * ((cell * 2.0).sigmoid() * 2.0 - 1.0)
-        new_h.append(x)
-        new_c.append(cell)
-    out = torch.addmm(meta_params["output.bias"], x, meta_params["output.weight"])
+        new_h.append(x.t())
+        new_c.append(cell.t())
+    out = torch.addmm(meta_params["output.bias"].unsqueeze(1), meta_params["output.weight"].t(), x)
     if config.update_form == "direction_magnitude":
         # The step's size is exp of a linear function of h: with log-encoded gradients it can
         # be a power of |g|, where the linear form is at best linear in log|g| (docs/mnist.md).
-        updates = out[:, 0] * out[:, 1].exp() * config.output_scale
+        updates = out[0] * out[1].exp() * config.output_scale
     elif config.update_form == "gradient_mix":
         # A per-coordinate, per-step learned combination of the raw gradient and its averages:
         # constant coefficients make SGD or heavy-ball momentum, so the step can grow with the
         # gradient the way NAG's does, which the other forms find hard (docs/mnist.md, trial 7).
-        mixed = features / mix_rms(momentum) if config.mix_rms_decay else features
-        updates = out[:, 0] * config.output_scale + (out[:, 1:] * mixed).sum(dim=1) * config.mix_scale
+        mixed = features / _mix_rms(momentum) if config.mix_rms_decay else features
+        updates = out[0] * config.output_scale + (out[1:] * mixed).sum(dim=0) * config.mix_scale
     else:
-        updates = out.squeeze(1) * config.output_scale
-    return updates, LSTMState(tuple(new_h), tuple(new_c), momentum)
+        updates = out.squeeze(0) * config.output_scale
+    return updates, LSTMState(tuple(new_h), tuple(new_c), None if momentum is None else momentum.t())
 
 
 def _gate_inputs(bias: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, matmul_dtype: str) -> torch.Tensor:
-    """`bias + inputs @ weight` in the inputs' dtype, the product computed in `matmul_dtype`.
+    """The gates' pre-activations on the transposed layout, `bias + weight.T @ inputs` for
+    `inputs` [fan_in, rows], in the inputs' dtype, the product computed in `matmul_dtype`.
 
     bfloat16 keeps float32's exponent range with an 8-bit significand, and CPUs with
     AVX512-BF16 multiply it faster; the bias is added after the product, in the inputs' dtype,
     where `torch.compile` fuses it into the gates' sigmoid.
     """
+    # The bias is added in place: torch's eager CPU kernels are several times slower at making
+    # a new [units, rows] tensor from a [units, 1] broadcast than at adding one into it.
     low = MATMUL_DTYPES[matmul_dtype]
     if matmul_dtype == "float32" or low == inputs.dtype:
-        return torch.addmm(bias, inputs, weight)
-    return torch.mm(inputs.to(low), weight.to(low)).to(inputs.dtype) + bias
+        return torch.mm(weight.t(), inputs).add_(bias.unsqueeze(1))
+    return torch.mm(weight.t().to(low), inputs.to(low)).to(inputs.dtype).add_(bias.unsqueeze(1))
 
 
 StepFunction = Callable[..., tuple[torch.Tensor, LSTMState]]

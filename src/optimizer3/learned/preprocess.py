@@ -26,7 +26,7 @@ def input_size(preprocessing: str) -> int:
     )
 
 
-def log_sign(grads: torch.Tensor, p: float) -> torch.Tensor:
+def log_sign(grads: torch.Tensor, p: float, dim: int = -1) -> torch.Tensor:
     """Encode gradients as (log-magnitude, sign), the paper's Appendix A scheme.
 
     For |g| >= e^-p the pair is (log|g| / p, sign g); smaller gradients, where the logarithm
@@ -36,9 +36,11 @@ def log_sign(grads: torch.Tensor, p: float) -> torch.Tensor:
     Args:
       grads: gradients of shape [rows].
       p: the threshold exponent; the paper uses 10.
+      dim: where the pair's axis goes in the result.
 
     Returns:
-      Tensor of shape [rows, 2].
+      Tensor of shape [rows, 2] (with `dim=0`, [2, rows]; a grads of any shape gains the
+      axis at `dim`).
     """
     magnitude = grads.abs()
     large = magnitude >= math.exp(-p)
@@ -46,14 +48,15 @@ def log_sign(grads: torch.Tensor, p: float) -> torch.Tensor:
     # the branch that torch.where discards for tiny gradients.
     log_part = torch.where(large, magnitude.clamp_min(math.exp(-p)).log() / p, -1.0)
     sign_part = torch.where(large, grads.sign(), grads * math.exp(p))
-    return torch.stack((log_part, sign_part), dim=-1)
+    return torch.stack((log_part, sign_part), dim=dim)
 
 
-def preprocess(grads: torch.Tensor, preprocessing: str, p: float) -> torch.Tensor:
-    """Turn gradients of shape [rows] into LSTM inputs of shape [rows, input_size]."""
+def preprocess(grads: torch.Tensor, preprocessing: str, p: float, dim: int = -1) -> torch.Tensor:
+    """Turn gradients of shape [rows] into LSTM inputs of shape [rows, input_size] (the inputs'
+    axis at `dim`; gradients of any shape gain it there)."""
     if preprocessing == "log_sign":
-        return log_sign(grads, p)
+        return log_sign(grads, p, dim)
     if preprocessing == "none":
-        return grads.unsqueeze(-1)
+        return grads.unsqueeze(dim)
     input_size(preprocessing)  # raises the error that names the choices
     raise AssertionError("unreachable")

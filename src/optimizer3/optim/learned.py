@@ -131,10 +131,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
         return shapes
 
     def _init_state(self, param: torch.Tensor) -> dict[str, Any]:
-        return {"step": 0, **{
-            key: torch.zeros(shape, dtype=state_dtype(param), device=param.device)
-            for key, shape in self._state_shapes(param).items()
-        }}
+        """Zero state of `param`, feature-major as `init_state` makes it (`LSTMState`): each
+        tensor has the shape of `_state_shapes` and its last two axes swapped in memory."""
+        def zeros(shape: tuple[int, ...]) -> torch.Tensor:
+            swapped = (*shape[:-2], shape[-1], shape[-2])
+            return torch.zeros(swapped, dtype=state_dtype(param), device=param.device).transpose(-1, -2)
+
+        return {"step": 0, **{key: zeros(shape) for key, shape in self._state_shapes(param).items()}}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
