@@ -91,9 +91,10 @@ def test_blocks_of_rows_give_the_same_update_as_one_call(monkeypatch, config):
         updates, state = lstm_step(meta, grads.reshape(-1), state, config)
         expected += updates
         torch.testing.assert_close(param.detach().reshape(-1), expected, rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(optimizer.state[param]["h"][1], state.h[1], rtol=1e-12, atol=1e-15)
+    # The optimizer keeps one row per coordinate; LSTMState one column.
+    torch.testing.assert_close(optimizer.state[param]["h"][1], state.h[1].t(), rtol=1e-12, atol=1e-15)
     if config.momentum_inputs:
-        torch.testing.assert_close(optimizer.state[param]["momentum"], state.momentum, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(optimizer.state[param]["momentum"], state.momentum.t(), rtol=1e-12, atol=1e-15)
     else:
         assert "momentum" not in optimizer.state[param]
     assert optimizer.state[param]["step"] == 3
@@ -191,8 +192,9 @@ def test_state_dict_round_trip_resumes_exactly(config):
     resumed.load_state_dict(saved["optimizer"])
     rest = _train(resumed_model, resumed, 5, first=5)
     assert first + rest == uninterrupted
-    # The state stays feature-major (LSTMState) through saving and loading; a state dict whose
-    # state is row-major, as this class wrote it before, resumes to the same losses.
+    # The state keeps its memory layout (each coordinate's units apart, LSTMState's feature-major
+    # order) through saving and loading; a state dict whose state is laid out row by row, as
+    # this class wrote it before, resumes to the same losses.
     state = resumed.state[next(resumed_model.parameters())]
     assert all(state[key].transpose(-1, -2).is_contiguous() for key in ("h", "c", "momentum") if key in state)
     row_major = copy.deepcopy(saved["optimizer"])

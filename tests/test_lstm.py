@@ -19,7 +19,7 @@ def test_shapes(preprocessing, layers, hidden, update_form):
     updates, new_state = lstm_step(params, torch.randn(13), state, config)
     assert updates.shape == (13,)
     assert len(new_state.h) == len(new_state.c) == layers
-    assert all(t.shape == (13, hidden) for t in new_state.h + new_state.c)
+    assert all(t.shape == (hidden, 13) for t in new_state.h + new_state.c)
 
 
 @pytest.mark.parametrize("preprocessing,update_form,momentum_inputs",
@@ -54,22 +54,22 @@ def test_each_row_matches_a_one_row_computation():
 
 
 @pytest.mark.parametrize("matmul_dtype", ["float32", "bfloat16"])
-def test_state_is_feature_major_and_its_layout_does_not_change_results(matmul_dtype):
+def test_state_is_feature_major_and_strided_state_gives_the_same_results(matmul_dtype):
     config = LSTMOptimizerConfig(momentum_inputs=(0.5, 0.9), update_form="gradient_mix", mix_rms_decay=0.9)
     params = init_meta_params(config, torch.Generator().manual_seed(4))
     rows = 7
     state = init_state(config, rows)
-    # Feature-major: each tensor is the transpose of a contiguous [units, rows] tensor.
-    assert all(t.shape[0] == rows and t.t().is_contiguous() for t in (*state.h, *state.c, state.momentum))
+    assert [t.shape for t in (*state.h, *state.c, state.momentum)] == [(20, rows)] * 4 + [(4, rows)]
     generator = torch.Generator().manual_seed(5)
     for _ in range(2):  # a second step from a state with values
         grads = torch.randn(rows, generator=generator)
         updates, new = lstm_step(params, grads, state, config, matmul_dtype)
-        assert all(t.t().is_contiguous() for t in (*new.h, *new.c, new.momentum))
-        row_major = LSTMState(*(tuple(t.contiguous() for t in part) for part in state[:2]),
-                              state.momentum.contiguous())
-        assert row_major.h[0].is_contiguous() and not state.h[0].is_contiguous()
-        same_updates, same = lstm_step(params, grads, row_major, config, matmul_dtype)
+        assert all(t.is_contiguous() for t in (*new.h, *new.c, new.momentum))
+        # The same values laid out coordinate-major, as LearnedOptimizer passes its blocks.
+        strided = LSTMState(*(tuple(t.t().contiguous().t() for t in part) for part in state[:2]),
+                            state.momentum.t().contiguous().t())
+        assert not strided.h[0].is_contiguous()
+        same_updates, same = lstm_step(params, grads, strided, config, matmul_dtype)
         torch.testing.assert_close(same_updates, updates, rtol=1e-6, atol=1e-7)
         for a, b in zip((*same.h, *same.c, same.momentum), (*new.h, *new.c, new.momentum)):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
@@ -131,26 +131,26 @@ def _textbook_lstm_step(params, grads, state, config):
     momentum, weights, features = [], [], [grads]
     count = len(config.momentum_inputs)
     for j, decay in enumerate(config.momentum_inputs):
-        momentum.append(decay * state.momentum[:, j] + (1 - decay) * grads)
+        momentum.append(decay * state.momentum[j] + (1 - decay) * grads)
         seen = momentum[-1]
         if config.momentum_bias_correction:
-            weights.append(decay * state.momentum[:, count + j] + (1 - decay))
+            weights.append(decay * state.momentum[count + j] + (1 - decay))
             seen = seen / weights[-1]
         features.append(seen)
         x = torch.cat((x, preprocess(seen, config.preprocessing, config.preprocess_p)), 1)
     squares = []
     if config.mix_rms_decay:
         decay = config.mix_rms_decay
-        squares = [decay * state.momentum[:, -2] + (1 - decay) * grads ** 2,
-                   decay * state.momentum[:, -1] + (1 - decay)]
+        squares = [decay * state.momentum[-2] + (1 - decay) * grads ** 2,
+                   decay * state.momentum[-1] + (1 - decay)]
         rms = torch.sqrt(squares[0] / squares[1] + 1e-16)
         features = [feature / rms for feature in features]
     hs, cs = [], []
     for layer in range(config.layers):
-        z = torch.cat((x, state.h[layer]), 1) @ params[f"lstm.{layer}.weight"] + params[f"lstm.{layer}.bias"]
+        z = torch.cat((x, state.h[layer].t()), 1) @ params[f"lstm.{layer}.weight"] + params[f"lstm.{layer}.bias"]
         i, f, o = (torch.sigmoid(z[:, k * hidden : (k + 1) * hidden]) for k in range(3))
         g = torch.tanh(z[:, 3 * hidden :])
-        c = f * state.c[layer] + i * g
+        c = f * state.c[layer].t() + i * g
         x = o * torch.tanh(c)
         hs.append(x)
         cs.append(c)
@@ -165,7 +165,7 @@ def _textbook_lstm_step(params, grads, state, config):
             updates = updates + config.mix_scale * out[:, 1 + j] * feature
     else:
         updates = (x @ params["output.weight"] + params["output.bias"]).squeeze(1) * config.output_scale
-    return updates, hs, cs, momentum + weights + squares
+    return updates, [h.t() for h in hs], [c.t() for c in cs], momentum + weights + squares
 
 
 @pytest.mark.parametrize("preprocessing,update_form,momentum_inputs,correction,rms_decay", [
@@ -194,7 +194,7 @@ def test_step_is_the_textbook_lstm(preprocessing, update_form, momentum_inputs, 
     for got, want in zip(new_state.h + new_state.c, tuple(hs) + tuple(cs)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
     if config.momentum_columns:
-        torch.testing.assert_close(new_state.momentum, torch.stack(averages, 1), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(new_state.momentum, torch.stack(averages), rtol=1e-12, atol=1e-14)
     else:
         assert new_state.momentum is None
 
@@ -204,12 +204,12 @@ def test_moving_averages_start_at_zero_and_accumulate():
     params = init_meta_params(config, torch.Generator().manual_seed(9), dtype=torch.float64)
     assert meta_param_shapes(config)["lstm.0.weight"] == (2 * 3 + 4, 16)
     state = init_state(config, 3, dtype=torch.float64)
-    assert torch.equal(state.momentum, torch.zeros(3, 2, dtype=torch.float64))
+    assert torch.equal(state.momentum, torch.zeros(2, 3, dtype=torch.float64))
     first, second = torch.tensor([1.0, -2.0, 4.0], dtype=torch.float64), torch.tensor([3.0, 0.0, -4.0], dtype=torch.float64)
     _, state = lstm_step(params, first, state, config)
     _, state = lstm_step(params, second, state, config)
     decay = torch.tensor([0.5, 0.9], dtype=torch.float64)
-    expected = decay * (1 - decay) * first[:, None] + (1 - decay) * second[:, None]
+    expected = decay[:, None] * (1 - decay[:, None]) * first + (1 - decay[:, None]) * second
     torch.testing.assert_close(state.momentum, expected, rtol=1e-15, atol=0)
     assert torch.equal(state.detach().momentum, state.momentum)
 
@@ -226,7 +226,7 @@ def test_bias_corrected_averages_are_unbiased_from_the_first_step():
                                     momentum_bias_correction=True)
     plain = LSTMOptimizerConfig(hidden_size=4, preprocessing="log_sign", momentum_inputs=(0.5, 0.99))
     assert meta_param_shapes(corrected) == meta_param_shapes(plain)
-    assert init_state(corrected, 3).momentum.shape == (3, 4)
+    assert init_state(corrected, 3).momentum.shape == (4, 3)
     from optimizer3.learned.lstm import encode_features, gradient_features
 
     grads = torch.tensor([1e-3, -2.0, 0.5], dtype=torch.float64)
@@ -234,10 +234,10 @@ def test_bias_corrected_averages_are_unbiased_from_the_first_step():
     for step in range(1, 4):  # a constant gradient: every corrected average equals it at once
         features, state.momentum[:] = gradient_features(grads, state.momentum, corrected)
         x = encode_features(features, corrected)
-        torch.testing.assert_close(x[:, 2:4], x[:, 0:2], rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(x[:, 4:6], x[:, 0:2], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(x[2:4], x[0:2], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(x[4:6], x[0:2], rtol=1e-12, atol=1e-12)
         weights = 1 - torch.tensor([0.5, 0.99], dtype=torch.float64) ** step
-        torch.testing.assert_close(state.momentum[:, 2:], weights.expand(3, 2))
+        torch.testing.assert_close(state.momentum[2:], weights[:, None].expand(2, 3))
     with pytest.raises(UsageError, match="--momentum-inputs"):
         LSTMOptimizerConfig(momentum_bias_correction=True)
 
@@ -263,7 +263,7 @@ def test_gradient_mix_with_constant_outputs_is_heavy_ball_momentum():
 def test_rms_scaled_gradient_mix_with_constant_outputs_is_adam_without_momentum_correction():
     config = LSTMOptimizerConfig(hidden_size=3, preprocessing="log_sign", momentum_inputs=(0.9,),
                                  update_form="gradient_mix", mix_scale=10.0, mix_rms_decay=0.999)
-    assert config.momentum_columns == 3 and init_state(config, 2).momentum.shape == (2, 3)
+    assert config.momentum_columns == 3 and init_state(config, 2).momentum.shape == (3, 2)
     params = {k: torch.zeros_like(v) for k, v in init_meta_params(config, torch.Generator().manual_seed(11),
                                                                      dtype=torch.float64).items()}
     params["output.bias"] = torch.tensor([0.0, 0.0, -0.001], dtype=torch.float64)  # lr 0.01 on m / rms

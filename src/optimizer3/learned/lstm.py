@@ -135,15 +135,14 @@ class LSTMOptimizerConfig:
 
 
 class LSTMState(NamedTuple):
-    """Per-coordinate recurrent state: one `[rows, hidden]` tensor per layer for h and for c,
-    and with `momentum_inputs` the gradient's moving averages, `[rows, momentum_columns]` (the
-    averages, then with bias correction their weights; None without).
+    """Per-coordinate recurrent state, one column per coordinate: one `[hidden, n]` tensor per
+    layer for h and for c, and with `momentum_inputs` the gradient's moving averages,
+    `[momentum_columns, n]` (the averages, then with bias correction their weights; None
+    without), for n coordinates.
 
-    The tensors that `init_state` and `lstm_step` make are feature-major: each is the
-    transpose (`.t()`) of a contiguous `[hidden, rows]` (or `[momentum_columns, rows]`)
-    tensor, so that the step's element-wise work runs along the coordinates, in long vectors,
-    instead of along 20 units at a time. Any layout gives the same results; row-major state
-    (from `torch.zeros(rows, hidden)`, say) is only slower.
+    Units along the first axis and coordinates along the second (feature-major) make every
+    element-wise loop of the step run along the coordinates in long vectors, instead of along
+    20 units at a time: 15 to 20% faster on CPU than the transpose (BENCHMARKS.md).
     """
 
     h: tuple[torch.Tensor, ...]
@@ -208,8 +207,8 @@ def init_state(
     device: torch.device | str | None = None,
 ) -> LSTMState:
     """Zero hidden and cell state (and zero moving averages) for `rows` coordinates."""
-    def zeros(columns: int) -> torch.Tensor:
-        return torch.zeros(columns, rows, dtype=dtype, device=device).t()  # feature-major (LSTMState)
+    def zeros(units: int) -> torch.Tensor:
+        return torch.zeros(units, rows, dtype=dtype, device=device)
 
     momentum = zeros(config.momentum_columns) if config.momentum_columns else None
     return LSTMState(tuple(zeros(config.hidden_size) for _ in range(config.layers)),
@@ -238,9 +237,9 @@ def _candidate_doubler(hidden: int, dtype: torch.dtype, device: torch.device) ->
 def gradient_features(
     grads: torch.Tensor, momentum: torch.Tensor | None, config: LSTMOptimizerConfig
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The raw features of every coordinate, `[rows, 1 + len(momentum_inputs)]`: the gradient,
-    then each moving average of it as the LSTM sees it; and the updated per-coordinate state.
-    Both are feature-major (`LSTMState`).
+    """The raw features of every coordinate, `[1 + len(momentum_inputs), n]`: the gradient,
+    then each moving average of it as the LSTM sees it; and the updated moving averages
+    (`LSTMState.momentum`).
 
     Each moving average is m <- decay * m + (1 - decay) * g, starting from zero. Without bias
     correction the LSTM sees m itself (how far a young average lags is for it to learn); with
@@ -248,15 +247,6 @@ def gradient_features(
     1 - decay^t after t steps. With `mix_rms_decay` the state also carries the average of g^2
     and its weight, the same way (`mix_rms`).
     """
-    features, momentum = _gradient_features(grads, None if momentum is None else momentum.t(), config)
-    return features.t(), None if momentum is None else momentum.t()
-
-
-def _gradient_features(
-    grads: torch.Tensor, momentum: torch.Tensor | None, config: LSTMOptimizerConfig
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`gradient_features` on the transposed layout: `momentum` `[momentum_columns, rows]` in,
-    features `[1 + len(momentum_inputs), rows]` and the new momentum out."""
     row = grads.unsqueeze(0)
     if not config.momentum_columns:
         return row, None
@@ -281,25 +271,15 @@ def _gradient_features(
 
 
 def mix_rms(momentum: torch.Tensor) -> torch.Tensor:
-    """The root of the bias-corrected average of g^2 kept by `mix_rms_decay`, `[rows, 1]`, with
+    """The root of the bias-corrected average of g^2 kept by `mix_rms_decay`, `[1, n]`, with
     1e-16 added under the root (Adam's epsilon of 1e-8, squared), so that a coordinate whose
     gradients were all zero divides by 1e-8, not by zero."""
-    return _mix_rms(momentum.t()).t()
-
-
-def _mix_rms(momentum: torch.Tensor) -> torch.Tensor:
-    """`mix_rms` on the transposed layout: `[momentum_columns, rows]` in, `[1, rows]` out."""
     return (momentum[-2:-1] / momentum[-1:] + 1e-16).sqrt()
 
 
 def encode_features(features: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
-    """The LSTM's inputs `[rows, config.input_size]`: every feature encoded by the preprocessing,
-    the encodings of the first feature first."""
-    return _encode_features(features.t(), config).t()
-
-
-def _encode_features(features: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
-    """`encode_features` on the transposed layout: `[features, rows]` in, `[input_size, rows]` out."""
+    """The LSTM's inputs `[config.input_size, n]` for features `[count, n]`: every feature
+    encoded by the preprocessing, the encodings of the first feature first."""
     x = preprocess(features, config.preprocessing, config.preprocess_p, dim=1)
     return x.reshape(config.input_size, features.shape[1])
 
@@ -322,14 +302,11 @@ def lstm_step(
         results, the state and all element-wise work stay in the gradients' dtype.
 
     Returns:
-      (updates, new_state): `updates` has shape [rows] and is added to the parameters;
-      `new_state` is feature-major (`LSTMState`).
+      (updates, new_state): `updates` has shape [rows] and is added to the parameters.
     """
-    # The work runs on the transposes of the state's tensors, [units, rows]: contiguous for
-    # feature-major state, so every element-wise loop below runs along the coordinates.
     hidden = config.hidden_size
-    features, momentum = _gradient_features(grads, None if state.momentum is None else state.momentum.t(), config)
-    x = _encode_features(features, config)
+    features, momentum = gradient_features(grads, state.momentum, config)
+    x = encode_features(features, config)
     # tanh(z) = 2 sigmoid(2z) - 1. Doubling the cell candidate's weights and bias lets one
     # sigmoid cover all four gates; torch's CPU sigmoid is several times faster than its tanh,
     # and the elementwise work, not the matrix products, bounds this step. (Doubling is exact
@@ -337,14 +314,14 @@ def lstm_step(
     doubled = _candidate_doubler(hidden, x.dtype, x.device)
     new_h, new_c = [], []
     for layer in range(config.layers):
-        inputs = torch.cat((x, state.h[layer].t()), dim=0)
+        inputs = torch.cat((x, state.h[layer]), dim=0)
         weight, bias = meta_params[f"lstm.{layer}.weight"] * doubled, meta_params[f"lstm.{layer}.bias"] * doubled
         gates = _gate_inputs(bias, inputs, weight, matmul_dtype).sigmoid_()
         input_gate, forget_gate, output_gate, candidate = gates.chunk(4, dim=0)
-        cell = torch.addcmul(forget_gate * state.c[layer].t(), input_gate, candidate * 2.0 - 1.0)
+        cell = torch.addcmul(forget_gate * state.c[layer], input_gate, candidate * 2.0 - 1.0)
         x = output_gate * ((cell * 2.0).sigmoid() * 2.0 - 1.0)
-        new_h.append(x.t())
-        new_c.append(cell.t())
+        new_h.append(x)
+        new_c.append(cell)
     out = torch.addmm(meta_params["output.bias"].unsqueeze(1), meta_params["output.weight"].t(), x)
     if config.update_form == "direction_magnitude":
         # The step's size is exp of a linear function of h: with log-encoded gradients it can
@@ -354,16 +331,16 @@ def lstm_step(
         # A per-coordinate, per-step learned combination of the raw gradient and its averages:
         # constant coefficients make SGD or heavy-ball momentum, so the step can grow with the
         # gradient the way NAG's does, which the other forms find hard (docs/mnist.md, trial 7).
-        mixed = features / _mix_rms(momentum) if config.mix_rms_decay else features
+        mixed = features / mix_rms(momentum) if config.mix_rms_decay else features
         updates = out[0] * config.output_scale + (out[1:] * mixed).sum(dim=0) * config.mix_scale
     else:
         updates = out.squeeze(0) * config.output_scale
-    return updates, LSTMState(tuple(new_h), tuple(new_c), None if momentum is None else momentum.t())
+    return updates, LSTMState(tuple(new_h), tuple(new_c), momentum)
 
 
 def _gate_inputs(bias: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, matmul_dtype: str) -> torch.Tensor:
-    """The gates' pre-activations on the transposed layout, `bias + weight.T @ inputs` for
-    `inputs` [fan_in, rows], in the inputs' dtype, the product computed in `matmul_dtype`.
+    """The gates' pre-activations `bias + weight.T @ inputs` for `inputs` [fan_in, n], in the
+    inputs' dtype, the product computed in `matmul_dtype`.
 
     bfloat16 keeps float32's exponent range with an 8-bit significand, and CPUs with
     AVX512-BF16 multiply it faster; the bias is added after the product, in the inputs' dtype,

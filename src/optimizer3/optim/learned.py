@@ -131,8 +131,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
         return shapes
 
     def _init_state(self, param: torch.Tensor) -> dict[str, Any]:
-        """Zero state of `param`, feature-major as `init_state` makes it (`LSTMState`): each
-        tensor has the shape of `_state_shapes` and its last two axes swapped in memory."""
+        """Zero state of `param`: each tensor has the shape of `_state_shapes`, one row per
+        coordinate, and its last two axes swapped in memory, so that a block of rows,
+        transposed, is the feature-major `LSTMState` of `lstm_step` without a copy."""
         def zeros(shape: tuple[int, ...]) -> torch.Tensor:
             swapped = (*shape[:-2], shape[-1], shape[-2])
             return torch.zeros(swapped, dtype=state_dtype(param), device=param.device).transpose(-1, -2)
@@ -173,14 +174,14 @@ class LearnedOptimizer(torch.optim.Optimizer):
         block_rows = chunk_rows(grads.device)
         for begin in range(0, grads.numel(), block_rows):
             rows = slice(begin, begin + block_rows)
-            block = LSTMState(tuple(h[k, rows] for k in layers), tuple(c[k, rows] for k in layers),
-                              None if momentum is None else momentum[rows])
+            block = LSTMState(tuple(h[k, rows].t() for k in layers), tuple(c[k, rows].t() for k in layers),
+                              None if momentum is None else momentum[rows].t())
             updates[rows], new = self._step_function(meta_params, grads[rows], block, self.config)
             for k in layers:
-                h[k, rows] = new.h[k]
-                c[k, rows] = new.c[k]
+                h[k, rows] = new.h[k].t()
+                c[k, rows] = new.c[k].t()
             if momentum is not None:
-                momentum[rows] = new.momentum
+                momentum[rows] = new.momentum.t()
         return updates
 
     def _shapes(self) -> list[list[list[int]]]:
