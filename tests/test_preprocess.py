@@ -57,6 +57,15 @@ def test_none_passes_gradients_through():
     torch.testing.assert_close(out[:, 0], grads)
 
 
+@pytest.mark.parametrize("preprocessing", ["log_sign", "none"])
+def test_dim_places_the_inputs_axis(preprocessing):
+    grads = torch.randn(3, 5, dtype=torch.float64) * torch.logspace(-6, 1, 5, dtype=torch.float64)
+    flat = preprocess(grads.reshape(-1), preprocessing, 10.0)  # [15, input_size]
+    middle = preprocess(grads, preprocessing, 10.0, dim=1)  # [3, input_size, 5]
+    assert middle.shape == (3, input_size(preprocessing), 5)
+    assert torch.equal(middle.movedim(1, -1).reshape(15, -1), flat)
+
+
 def test_unknown_preprocessing_is_refused_with_the_choices():
     with pytest.raises(UsageError, match="'sqrt'.*log_sign, none"):
         input_size("sqrt")

@@ -34,13 +34,12 @@ def log_sign(grads: torch.Tensor, p: float, dim: int = -1) -> torch.Tensor:
     one over many orders of magnitude of gradient scale.
 
     Args:
-      grads: gradients of shape [rows].
+      grads: gradients of any shape, e.g. [rows].
       p: the threshold exponent; the paper uses 10.
       dim: where the pair's axis goes in the result.
 
     Returns:
-      Tensor of shape [rows, 2] (with `dim=0`, [2, rows]; a grads of any shape gains the
-      axis at `dim`).
+      Tensor of grads' shape with an axis of 2 inserted at `dim`: [rows, 2] by default.
     """
     magnitude = grads.abs()
     large = magnitude >= math.exp(-p)
@@ -52,8 +51,8 @@ def log_sign(grads: torch.Tensor, p: float, dim: int = -1) -> torch.Tensor:
 
 
 def preprocess(grads: torch.Tensor, preprocessing: str, p: float, dim: int = -1) -> torch.Tensor:
-    """Turn gradients of shape [rows] into LSTM inputs of shape [rows, input_size] (the inputs'
-    axis at `dim`; gradients of any shape gain it there)."""
+    """Turn gradients into LSTM inputs: an axis of `input_size` inserted at `dim` ([rows] gives
+    [rows, input_size] by default)."""
     if preprocessing == "log_sign":
         return log_sign(grads, p, dim)
     if preprocessing == "none":
