@@ -7,6 +7,7 @@ import pytest
 from optimizer3 import pretrained
 from optimizer3.cli import main
 from optimizer3.errors import UsageError
+from optimizer3.experiments import REPRODUCE_OPTIMIZER
 
 TINY_MNIST = ["--task", "mnist", "--preprocessing", "log_sign", "--output-init", "zeros",
               "--horizon", "4", "--unroll", "2", "--problems", "1", "--trajectories", "1",
@@ -18,13 +19,14 @@ COMMON = ["--quiet", "--threads", "1"]
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory, mnist_dir):
-    """A tiny MNIST optimizer exported as the pretrained 'mnist', in a directory of its own."""
+    """A tiny MNIST optimizer exported under the name `reproduce mnist` uses by default, in a
+    directory of its own."""
     root = tmp_path_factory.mktemp("mnist")
     data = ["--data-dir", str(mnist_dir)]
     assert main(["meta-train", "--run-dir", str(root / "train"), *TINY_MNIST, *COMMON, *data]) == 0
     assert main(["evaluate", "--checkpoint", str(root / "train" / "checkpoint.pt"), "--run-dir",
                  str(root / "eval"), *TINY_EVAL, *COMMON, *data]) == 0
-    assert main(["export", str(root / "train"), "--name", "mnist", "--evaluation", str(root / "eval"),
+    assert main(["export", str(root / "train"), "--name", REPRODUCE_OPTIMIZER, "--evaluation", str(root / "eval"),
                  "--out", str(root / "pretrained"), "--description", "tiny test optimizer"]) == 0
     return root / "pretrained"
 
@@ -49,7 +51,8 @@ def test_reproduce_mnist_with_the_shipped_optimizer_writes_five_experiments(tmp_
     assert json.loads((run_dir / "e" / "results.json").read_text())["config"]["task"]["activation"] == "relu"
     assert (run_dir / "experiments.png").read_bytes()[:4] == b"\x89PNG"
     assert "| (a) base network, 4 steps |" in (run_dir / "results.md").read_text()
-    assert "pretrained 'mnist'" in results["learned_optimizer"]
+    assert f"pretrained '{REPRODUCE_OPTIMIZER}'" in results["learned_optimizer"]
+    assert json.loads((run_dir / "a" / "results.json").read_text())["config"]["task"]["hidden"] == [20]
 
 
 def test_reproduce_mnist_meta_trains_a_fresh_optimizer_on_request(tmp_path, shipped, mnist_dir, monkeypatch,
@@ -81,28 +84,35 @@ def test_the_experiments_of_a_mixed_activation_family_use_its_first_activation_t
 
 
 def test_a_mixed_family_is_named_in_the_report_and_a_single_one_is_not():
-    from optimizer3.experiments import family_note
+    from optimizer3.experiments import training_note
     from optimizer3.tasks import TaskConfig
 
-    note = family_note(TaskConfig(name="mnist", activation="sigmoid,relu"))
+    note = training_note(TaskConfig(name="mnist", activation="sigmoid,relu"))
     assert "--activation sigmoid,relu" in note and "first, sigmoid" in note and "(e) tests no generalization" in note
-    assert "(e)" not in family_note(TaskConfig(name="mnist", activation="sigmoid,tanh"))
-    assert family_note(TaskConfig(name="mnist", activation="relu")) == ""
+    assert "(e)" not in training_note(TaskConfig(name="mnist", activation="sigmoid,tanh"))
+    assert training_note(TaskConfig(name="mnist", activation="relu")) == ""
 
 
-def test_the_experiments_of_a_mixed_architecture_family_use_its_first_architecture():
-    from optimizer3.experiments import family_note, mnist_experiments
+def test_the_experiments_use_the_papers_networks_whatever_the_optimizer_was_trained_on():
+    from optimizer3.experiments import mnist_experiments, training_note
     from optimizer3.tasks import TaskConfig
 
-    task = TaskConfig(name="mnist", hidden=(30,), mix_hidden=("20,20",))
-    experiments = mnist_experiments(task, horizon=50)
-    assert [e.task.hidden for e in experiments] == [(30,), (30,), (40,), (20, 20), (30,)]
-    assert all(e.task.mix_hidden == () for e in experiments)
-    note = family_note(task)
-    assert "--hidden 30 --mix-hidden 20,20" in note and "first, 30" in note
+    for task in (TaskConfig(name="mnist", hidden=(30,), mix_hidden=("20,20",), batch_size=64),
+                 TaskConfig(name="mnist", hidden=(20, 20), batch_size=64)):
+        experiments = mnist_experiments(task, horizon=50)
+        assert [e.task.hidden for e in experiments] == [(20,), (20,), (40,), (20, 20), (20,)]
+        assert all(e.task.mix_hidden == () and e.task.batch_size == 64 for e in experiments)
+    note = training_note(TaskConfig(name="mnist", hidden=(30,), mix_hidden=("20,20",)))
+    assert "--hidden 30 --mix-hidden 20,20" in note and "which it did not see" in note
     assert "(d) tests no generalization" in note and "(c)" not in note
-    assert "(c) and (d) test no" in family_note(TaskConfig(name="mnist", mix_hidden=("20,20", "40")))
-    assert "no generalization" not in family_note(TaskConfig(name="mnist", mix_hidden=("30",)))
+    note = training_note(TaskConfig(name="mnist", hidden=(20, 20)))
+    assert "784-20-20-10 networks (`--hidden 20 20`)" in note and "(d) tests no generalization" in note
+    note = training_note(TaskConfig(name="mnist", hidden=(20, 20)), init_from="mnist-mix8")
+    assert "fine-tuned from `mnist-mix8` on 784-20-20-10" in note and "which the fine-tuning did not see" in note
+    note = training_note(TaskConfig(name="mnist", mix_hidden=("20,20", "40")))
+    assert "(c) and (d) test no" in note and "did not see" not in note
+    assert "no generalization" not in training_note(TaskConfig(name="mnist", mix_hidden=("30",)))
+    assert training_note(TaskConfig(name="mnist")) == ""
 
 
 @pytest.mark.parametrize("spec", ["20,x", "20,", "0", ""])

@@ -27,7 +27,7 @@ import torch
 from optimizer3.config import EvaluationConfig, MetaTrainConfig, to_dict
 from optimizer3.errors import Optimizer3Error, RunDirectoryError, UsageError
 from optimizer3.evaluate import Comparison
-from optimizer3.experiments import MNIST_EVALUATION, run_mnist_experiments
+from optimizer3.experiments import MNIST_EVALUATION, REPRODUCE_OPTIMIZER, run_mnist_experiments
 from optimizer3.files import write_text_atomic
 from optimizer3.flags import (
     Parser, add_config_arguments, config_from_args, given_config_flags, load_config_file,
@@ -232,7 +232,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
 
 
 def command_reproduce_mnist(args: argparse.Namespace) -> None:
-    name = args.pretrained or "mnist"
+    name = args.pretrained or REPRODUCE_OPTIMIZER
     shipped_params, shipped = load_learned_optimizer(pretrained.pretrained_path(name))
     if args.config and not args.meta_train:
         raise UsageError("--config sets how to meta-train: add --meta-train, or drop --config to "
@@ -403,10 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("experiment", choices=EXPERIMENTS, help="which experiment: quadratic "
                            "(meta-train and evaluate) or mnist (the five MNIST experiments)")
     reproduce.add_argument("--pretrained", metavar="NAME", help="mnist: the shipped learned optimizer "
-                           "to evaluate (default: mnist)")
+                           f"to evaluate (default: {REPRODUCE_OPTIMIZER})")
     reproduce.add_argument("--meta-train", action="store_true", help="mnist: meta-train a new "
-                           "optimizer first, with the shipped one's recipe (its card's command; for mnist "
-                           "that fine-tunes mnist-momentum-base-s3) unless flags change it")
+                           "optimizer first, with the shipped one's recipe (its card's command; for "
+                           f"{REPRODUCE_OPTIMIZER} that fine-tunes mnist-mix8) unless flags change it")
     _common(reproduce, run_dir_required=False)
     _config_file(reproduce)
     add_config_arguments(reproduce, MetaTrainConfig, MetaTrainConfig())
