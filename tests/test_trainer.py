@@ -55,7 +55,6 @@ def test_loss_weights():
      ({"trajectories": -1}, "trajectories: -1"), ({"meta_lr": 0.0}, "meta learning rate"),
      ({"validation_seed": 0}, "seeds are both 0"), ({"loss_weights": "cubic"}, "'cubic'"),
      ({"meta_objective": "sqrt"}, "'sqrt'"), ({"recompute_every": -2}, "recompute_every: -2"),
-     ({"recompute_every": 5, "second_order": True}, "does not combine with second_order"),
      ({"matmul_dtype": "float16"}, "'float16'"),
      ({"task": TaskConfig(name="mnist", activation="sigmoid,relu"), "problems": 3}, "problems: 3 is not a multiple of 2"),
      ({"task": TaskConfig(name="mnist", activation="tanh,relu,relu"), "problems": 6}, "validation_problems: 500 is not a multiple of 3"),
@@ -67,12 +66,13 @@ def test_bad_settings_are_refused(changes, match):
         dataclasses.replace(MetaTrainConfig(), **changes)
 
 
-@pytest.mark.parametrize("momentum_inputs", [(), (0.5, 0.9)])
-def test_recomputed_segments_give_the_whole_truncations_meta_gradient(momentum_inputs):
+@pytest.mark.parametrize("momentum_inputs,second_order", [((), False), ((0.5, 0.9), False), ((0.5, 0.9), True)])
+def test_recomputed_segments_give_the_whole_truncations_meta_gradient(momentum_inputs, second_order):
     optimizer = LSTMOptimizerConfig(momentum_inputs=momentum_inputs)
     outcomes = []
     for recompute_every in (0, 7, 20):  # 0 and 20 (the whole unroll): one graph; 7: segments of 7, 7, 6
-        config = dataclasses.replace(TINY, optimizer=optimizer, unroll=20, recompute_every=recompute_every)
+        config = dataclasses.replace(TINY, optimizer=optimizer, unroll=20, recompute_every=recompute_every,
+                                     second_order=second_order)
         generator = torch.Generator().manual_seed(0)
         meta_params = {k: v.requires_grad_() for k, v in init_meta_params(optimizer, generator).items()}
         task = make_task_family(config.task, "train").sample(8, generator)

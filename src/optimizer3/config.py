@@ -141,8 +141,6 @@ class MetaTrainConfig:
                 raise UsageError(f"Invalid {name}: {value}; use a positive integer")
         if self.recompute_every < 0:
             raise UsageError(f"Invalid recompute_every: {self.recompute_every}; use 0 (off) or a positive number of steps")
-        if self.recompute_every and self.second_order:
-            raise UsageError("recompute_every does not combine with second_order; leave one of them out")
         if self.horizon % self.unroll:
             raise UsageError(
                 f"Invalid unroll: {self.unroll} does not divide the horizon {self.horizon}; "

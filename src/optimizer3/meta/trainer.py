@@ -120,7 +120,7 @@ def segmented_meta_gradient(
     and LSTM state), which gives the gradient to its start for the segment before it. The sum
     is the truncation's meta-gradient (the same as `meta_gradient` computes, to rounding).
     """
-    segment = config.recompute_every
+    segment, second_order = config.recompute_every, config.second_order
     starts = []
     with torch.no_grad():
         for begin in range(0, config.unroll, segment):
@@ -132,12 +132,13 @@ def segmented_meta_gradient(
     total, adjoint = 0.0, None
     for begin, start_carry, rng in reversed(starts):
         generator.set_state(rng)
-        leaves = [tensor.detach().requires_grad_(begin > 0) for tensor in _carried(start_carry)]
-        start_carry = _with_carried(start_carry, leaves)
+        leaves = [tensor.detach().requires_grad_(begin > 0) for tensor in _carried(start_carry, second_order)]
+        start_carry = _with_carried(start_carry, leaves, second_order)
         meta_loss, end = _unroll(meta_params, config, task, start_carry, generator, weights[begin : begin + segment])
         outputs, grads = [meta_loss], [torch.ones_like(meta_loss)]
         if adjoint is not None:
-            pairs = [(out, grad) for out, grad in zip(_carried(end), adjoint) if grad is not None and out.requires_grad]
+            pairs = [(out, grad) for out, grad in zip(_carried(end, second_order), adjoint)
+                     if grad is not None and out.requires_grad]
             outputs += [out for out, _ in pairs]
             grads += [grad for _, grad in pairs]
         if any(output.requires_grad for output in outputs):
@@ -163,18 +164,28 @@ def _unroll(
     return meta_loss, carry
 
 
-def _carried(carry: Carry) -> list[torch.Tensor]:
+def _carried(carry: Carry, second_order: bool) -> list[torch.Tensor]:
     """The tensors of a carry that the meta-gradient flows through: the parameters and the
-    LSTM's hidden and cell state. The optimizee's gradient and its moving averages are
-    constants of the meta-graph (first-order meta-gradients)."""
-    return [carry.params, *carry.state.h, *carry.state.c]
+    LSTM's hidden and cell state, and with second-order meta-gradients also the optimizee's
+    gradient and its moving averages (constants of the meta-graph otherwise)."""
+    tensors = [carry.params, *carry.state.h, *carry.state.c]
+    if second_order:
+        tensors.append(carry.grads)
+        if carry.state.momentum is not None:
+            tensors.append(carry.state.momentum)
+    return tensors
 
 
-def _with_carried(carry: Carry, tensors: list[torch.Tensor]) -> Carry:
+def _with_carried(carry: Carry, tensors: list[torch.Tensor], second_order: bool) -> Carry:
     """`carry` with the tensors of `_carried` replaced, in the same order."""
     layers = len(carry.state.h)
-    h, c = tuple(tensors[1 : 1 + layers]), tuple(tensors[1 + layers :])
-    return carry._replace(params=tensors[0], state=LSTMState(h, c, carry.state.momentum))
+    h, c = tuple(tensors[1 : 1 + layers]), tuple(tensors[1 + layers : 1 + 2 * layers])
+    grads, momentum = carry.grads, carry.state.momentum
+    if second_order:
+        grads = tensors[1 + 2 * layers]
+        if momentum is not None:
+            momentum = tensors[2 + 2 * layers]
+    return carry._replace(params=tensors[0], grads=grads, state=LSTMState(h, c, momentum))
 
 
 def train_trajectory(
