@@ -174,6 +174,14 @@ def init_from_environment() -> Group:
     return current_group()
 
 
+def leave_launched_group() -> None:
+    """Leave the process group that `init_from_environment` joined, if it did. A process that
+    exits with the group's gloo threads still running aborts (SIGABRT, "terminate called without
+    an active exception"), which a launcher reports as a failed run."""
+    if launched_size() > 1 and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run_workers(worker, args: tuple, size: int, main) -> Any:
     """Run `main()` here as process 0 of `size` and `worker(*args)` in `size - 1` new processes
     on this machine, all in one process group; `main`'s result.
