@@ -34,8 +34,8 @@ from optimizer3.flags import (
 )
 from optimizer3 import pretrained
 from optimizer3.meta.checkpoint import load_checkpoint, load_learned_optimizer, meta_params_digest
-from optimizer3.meta.distributed import (check_workers, init_from_environment, launched_rank, launched_size,
-                                         leave_launched_group)
+from optimizer3.meta.distributed import (check_workers, exit_without_finalization, init_from_environment,
+                                         launched_rank, launched_size, leave_launched_group)
 from optimizer3.meta.trainer import MetaTrainingInterrupted, meta_train, starting_meta_params
 from optimizer3.provenance import command_line, provenance
 from optimizer3.report import write_results
@@ -463,13 +463,7 @@ def run() -> NoReturn:
         # runner that captures output) may call without exiting.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if launched_size() > 1:
-        # A launcher's process sometimes aborts in the interpreter's finalization, after its
-        # work is done and its files closed (SIGABRT, "terminate called without an active
-        # exception", no Python frame: a thread of torch's distributed runtime still running when
-        # the C++ objects are torn down), and the launcher reports the run as failed. Nothing is
-        # left to do by then but to flush, so leave without the finalization.
-        sys.stderr.flush()
-        os._exit(status)
+        exit_without_finalization(status)
     sys.exit(status)
 
 

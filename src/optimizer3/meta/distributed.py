@@ -21,8 +21,9 @@ import multiprocessing
 import os
 import pathlib
 import queue
+import sys
 import tempfile
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -175,11 +176,20 @@ def init_from_environment() -> Group:
 
 
 def leave_launched_group() -> None:
-    """Leave the process group that `init_from_environment` joined, if it did. A process that
-    exits with the group's gloo threads still running aborts (SIGABRT, "terminate called without
-    an active exception"), which a launcher reports as a failed run."""
+    """Leave the process group that `init_from_environment` joined, if it did."""
     if launched_size() > 1 and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_without_finalization(status: int) -> NoReturn:
+    """End a launcher's process with `status`, its work done and its group left, without the
+    interpreter's finalization. There one sometimes aborts (SIGABRT, "terminate called without
+    an active exception", no Python frame: a thread of torch's distributed runtime still running
+    when its C++ objects are torn down), and the launcher (torchrun) then reports a finished run
+    as failed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def run_workers(worker, args: tuple, size: int, main) -> Any:
