@@ -34,8 +34,8 @@ from optimizer3.flags import (
 )
 from optimizer3 import pretrained
 from optimizer3.meta.checkpoint import load_checkpoint, load_learned_optimizer, meta_params_digest
-from optimizer3.meta.distributed import (check_workers, exit_without_finalization, init_from_environment,
-                                         launched_rank, launched_size, leave_launched_group)
+from optimizer3.meta.distributed import (check_workers, init_from_environment, launched_rank, launched_size,
+                                         leave_launched_run)
 from optimizer3.meta.trainer import MetaTrainingInterrupted, meta_train, starting_meta_params
 from optimizer3.provenance import command_line, provenance
 from optimizer3.report import write_results
@@ -445,8 +445,6 @@ def main(argv: list[str] | None = None) -> int:
         # ValueError covers the validation in config dataclasses and torch.optim's own checks.
         print(f"optimizer3: error: {error}", file=sys.stderr)
         return 2
-    finally:
-        leave_launched_group()
     return 0
 
 
@@ -462,8 +460,8 @@ def run() -> NoReturn:
         # descriptor at devnull first. Done here, not in `main`, which a program (or a test
         # runner that captures output) may call without exiting.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    if launched_size() > 1:
-        exit_without_finalization(status)
+    if launched_size() > 1:  # under torchrun; here, not in `main`, which a program may call and go on
+        leave_launched_run(status)
     sys.exit(status)
 
 

@@ -175,18 +175,14 @@ def init_from_environment() -> Group:
     return current_group()
 
 
-def leave_launched_group() -> None:
-    """Leave the process group that `init_from_environment` joined, if it did."""
-    if launched_size() > 1 and dist.is_available() and dist.is_initialized():
+def leave_launched_run(status: int) -> NoReturn:
+    """End a launcher's process with `status`, its work done: leave the process group that
+    `init_from_environment` joined, then exit without the interpreter's finalization. There one
+    sometimes aborts (SIGABRT, "terminate called without an active exception", no Python frame:
+    a thread of torch's distributed runtime still running when its C++ objects are torn down),
+    and the launcher (torchrun) then reports a finished run as failed."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def exit_without_finalization(status: int) -> NoReturn:
-    """End a launcher's process with `status`, its work done and its group left, without the
-    interpreter's finalization. There one sometimes aborts (SIGABRT, "terminate called without
-    an active exception", no Python frame: a thread of torch's distributed runtime still running
-    when its C++ objects are torn down), and the launcher (torchrun) then reports a finished run
-    as failed."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
