@@ -9,7 +9,7 @@ from optimizer3.config import MetaTrainConfig, to_dict
 from optimizer3.errors import CheckpointError, UsageError
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.meta.checkpoint import FORMAT_VERSION, load_checkpoint
-from optimizer3.meta.trainer import loss_weights, meta_gradient, meta_train
+from optimizer3.meta.trainer import loss_weights, meta_gradient, meta_train, scheduled_lr
 from optimizer3.meta.unroll import start
 from optimizer3.tasks import TaskConfig, make_task_family
 
@@ -49,6 +49,14 @@ def test_loss_weights():
     assert loss_weights("final", 4).tolist() == [0, 0, 0, 1]
 
 
+def test_a_run_cut_from_a_longer_schedule_follows_its_first_part():
+    whole = MetaTrainConfig(meta_lr=0.01, trajectories=200)
+    cut = dataclasses.replace(whole, trajectories=80, schedule_trajectories=200)
+    assert [scheduled_lr(cut, t) for t in range(80)] == [scheduled_lr(whole, t) for t in range(80)]
+    assert scheduled_lr(cut, 79) > 0.005  # past the middle of its own length, not of the schedule's
+    assert scheduled_lr(dataclasses.replace(whole, trajectories=80), 79) < 0.0001
+
+
 @pytest.mark.parametrize(
     "changes,match",
     [({"horizon": 100, "unroll": 30}, "does not divide"), ({"horizon": 0}, "horizon: 0"),
@@ -56,6 +64,9 @@ def test_loss_weights():
      ({"validation_seed": 0}, "seeds are both 0"), ({"loss_weights": "cubic"}, "'cubic'"),
      ({"meta_objective": "sqrt"}, "'sqrt'"), ({"recompute_every": -2}, "recompute_every: -2"),
      ({"matmul_dtype": "float16"}, "'float16'"),
+     ({"trajectories": 100, "schedule_trajectories": 60}, "schedule_trajectories: 60 is fewer"),
+     ({"schedule_trajectories": -1}, "schedule_trajectories: -1"),
+     ({"lr_schedule": "constant", "schedule_trajectories": 400}, "'constant'"),
      ({"task": TaskConfig(name="mnist", activation="sigmoid,relu"), "problems": 3}, "problems: 3 is not a multiple of 2"),
      ({"task": TaskConfig(name="mnist", activation="tanh,relu,relu"), "problems": 6}, "validation_problems: 500 is not a multiple of 3"),
      ({"task": TaskConfig(name="mnist", mix_hidden=("20,20", "40")), "problems": 4},

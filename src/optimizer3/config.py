@@ -77,6 +77,11 @@ class MetaTrainConfig:
     lr_schedule: str = _field(
         "cosine", "meta learning-rate schedule over the run", choices=LR_SCHEDULES
     )
+    schedule_trajectories: int = _field(
+        0, "trajectories that the cosine schedule spans, when the run is to stop before its end "
+        "(a stage cut where its best came in a longer run, at the learning rate it had there); 0: "
+        "the run's --trajectories"
+    )
     clip_grad_norm: float = _field(1.0, "clip the meta-gradient's norm to this; 0 disables")
     loss_weights: str = _field(
         "uniform",
@@ -139,6 +144,16 @@ class MetaTrainConfig:
             value = getattr(self, name)
             if value < 1:
                 raise UsageError(f"Invalid {name}: {value}; use a positive integer")
+        if self.schedule_trajectories and self.schedule_trajectories < self.trajectories:
+            raise UsageError(
+                f"Invalid schedule_trajectories: {self.schedule_trajectories} is fewer than the run's "
+                f"{self.trajectories} trajectories; use 0 or at least {self.trajectories}"
+            )
+        if self.schedule_trajectories and self.lr_schedule != "cosine":
+            raise UsageError(
+                f"schedule_trajectories ({self.schedule_trajectories}) sets the length of the cosine "
+                f"schedule, and this run's is {self.lr_schedule!r}; drop it or use the cosine schedule"
+            )
         if self.recompute_every < 0:
             raise UsageError(f"Invalid recompute_every: {self.recompute_every}; use 0 (off) or a positive number of steps")
         if self.horizon % self.unroll:

@@ -75,10 +75,12 @@ def loss_weights(kind: str, horizon: int) -> torch.Tensor:
 
 
 def scheduled_lr(config: MetaTrainConfig, trajectory: int) -> float:
-    """Meta learning rate for a trajectory: constant, or cosine decay to zero over the run."""
+    """Meta learning rate for a trajectory: constant, or cosine decay to zero over the run (or
+    over `config.schedule_trajectories`, of which the run is the first part)."""
     if config.lr_schedule == "constant":
         return config.meta_lr
-    return config.meta_lr * 0.5 * (1.0 + math.cos(math.pi * trajectory / config.trajectories))
+    length = config.schedule_trajectories or config.trajectories
+    return config.meta_lr * 0.5 * (1.0 + math.cos(math.pi * trajectory / length))
 
 
 def meta_gradient(
