@@ -36,9 +36,9 @@ def uninterrupted(tmp_path_factory):
     return load_checkpoint(run_dir / "checkpoint.pt")
 
 
-def _interrupt(run_dir, sig, rng):
+def _interrupt(run_dir, sig, rng, run=RUN):
     """Start a run, deliver `sig` at a random moment after its first checkpoint, return the code."""
-    process = subprocess.Popen(_cli("--run-dir", str(run_dir), *RUN), stdout=subprocess.PIPE,
+    process = subprocess.Popen(_cli("--run-dir", str(run_dir), *run), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run_dir / "checkpoint.pt").exists() and process.poll() is None and time.time() < deadline:
@@ -57,7 +57,8 @@ def _resume_until_done(run_dir):
 
 
 def _assert_identical(a, b):
-    for key in ("meta_params", "best_meta_params"):
+    for key in ("meta_params", "best_meta_params", "average_params"):
+        assert a[key].keys() == b[key].keys(), key
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), (key, name)
     assert a["best_validation"] == b["best_validation"] and a["trajectory"] == b["trajectory"]
@@ -80,6 +81,19 @@ def test_killed_run_resumes_bit_identically(tmp_path, uninterrupted, sig):
     _assert_identical(resumed, uninterrupted)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [eval(line.replace("null", "None"))["trajectory"] for line in lines] == list(range(1, 61))
+
+
+def test_an_averaged_run_resumes_bit_identically(tmp_path):
+    run = [*RUN, "--average-decay", "0.8"]
+    subprocess.run(_cli("--run-dir", str(tmp_path / "whole"), *run), check=True, capture_output=True)
+    uninterrupted = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    code, err = _interrupt(tmp_path / "run", signal.SIGINT, random.Random(1), run)
+    if code == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert code == 130, err
+    resumed = _resume_until_done(tmp_path / "run")
+    assert resumed["average_params"]
+    _assert_identical(resumed, uninterrupted)
 
 
 def test_resume_refuses_new_settings_and_reports_a_complete_run(tmp_path, uninterrupted, capsys):

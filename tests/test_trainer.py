@@ -9,7 +9,8 @@ from optimizer3.config import MetaTrainConfig, to_dict
 from optimizer3.errors import CheckpointError, UsageError
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.meta.checkpoint import FORMAT_VERSION, load_checkpoint
-from optimizer3.meta.trainer import loss_weights, meta_gradient, meta_train, scheduled_lr
+from optimizer3.meta.run_state import start_average, update_average
+from optimizer3.meta.trainer import loss_weights, meta_gradient, meta_train, scheduled_lr, validate
 from optimizer3.meta.unroll import start
 from optimizer3.tasks import TaskConfig, make_task_family
 
@@ -57,6 +58,31 @@ def test_a_run_cut_from_a_longer_schedule_follows_its_first_part():
     assert scheduled_lr(dataclasses.replace(whole, trajectories=80), 79) < 0.0001
 
 
+def test_the_moving_average_of_the_meta_parameters_is_what_validation_measures_and_keeps(tmp_path):
+    config = dataclasses.replace(TINY, trajectories=4, validate_every=4, average_decay=0.7)
+    result = meta_train(config, tmp_path, progress=False)
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.pt")
+    average, current = checkpoint["average_params"], checkpoint["meta_params"]
+    assert not all(torch.equal(average[k], current[k]) for k in average)
+    validation_task = make_task_family(config.task, "heldout").sample(
+        config.validation_problems, torch.Generator().manual_seed(config.validation_seed))
+    assert result.history[-1]["validation_loss"] == pytest.approx(validate(average, config, validation_task), rel=1e-6)
+    assert validate(current, config, validation_task) != pytest.approx(result.history[-1]["validation_loss"], rel=1e-6)
+    if result.best_validation == result.history[-1]["validation_loss"]:
+        assert all(torch.equal(result.best_meta_params[k], average[k]) for k in average)
+
+
+def test_the_moving_average_follows_every_meta_step():
+    start = {"w": torch.tensor([0.0, 4.0])}
+    average = start_average(start, dataclasses.replace(TINY, average_decay=0.75))
+    for value in (8.0, 16.0):
+        update_average(average, {"w": torch.tensor([value, value])}, 0.75)
+    # 0.75 * (0.75 * a0 + 0.25 * 8) + 0.25 * 16
+    assert average["w"].tolist() == [0.75 * 0.25 * 8 + 0.25 * 16, 0.75 * 0.75 * 4 + 0.75 * 0.25 * 8 + 0.25 * 16]
+    assert start["w"].tolist() == [0.0, 4.0]  # a copy: the start itself is left alone
+    assert start_average(start, TINY) is None
+
+
 @pytest.mark.parametrize(
     "changes,match",
     [({"horizon": 100, "unroll": 30}, "does not divide"), ({"horizon": 0}, "horizon: 0"),
@@ -66,6 +92,7 @@ def test_a_run_cut_from_a_longer_schedule_follows_its_first_part():
      ({"matmul_dtype": "float16"}, "'float16'"),
      ({"trajectories": 100, "schedule_trajectories": 60}, "schedule_trajectories: 60 is fewer"),
      ({"schedule_trajectories": -1}, "schedule_trajectories: -1"),
+     ({"average_decay": 1.0}, "average_decay: 1.0"), ({"average_decay": -0.1}, "average_decay: -0.1"),
      ({"lr_schedule": "constant", "schedule_trajectories": 400}, "'constant'"),
      ({"task": TaskConfig(name="mnist", activation="sigmoid,relu"), "problems": 3}, "problems: 3 is not a multiple of 2"),
      ({"task": TaskConfig(name="mnist", activation="tanh,relu,relu"), "problems": 6}, "validation_problems: 500 is not a multiple of 3"),
@@ -133,6 +160,15 @@ def test_checkpoint_is_a_plain_dict_loadable_without_pickle(checkpoint_path):
     assert raw["config"] == to_dict(dataclasses.replace(TINY, trajectories=2, validate_every=1))
     loaded = load_checkpoint(checkpoint_path)
     assert isinstance(loaded["config"], MetaTrainConfig)
+
+
+def test_an_averaging_runs_checkpoint_without_its_average_is_refused(tmp_path, checkpoint_path):
+    raw = torch.load(checkpoint_path, weights_only=True)
+    assert raw["average_params"] == {}  # no averaging, nothing kept
+    raw["config"]["average_decay"] = 0.9
+    torch.save(raw, tmp_path / "averaged.pt")
+    with pytest.raises(CheckpointError, match=r"average_params\) do not match"):
+        load_checkpoint(tmp_path / "averaged.pt")
 
 
 def test_missing_and_corrupt_checkpoints_are_refused(tmp_path, checkpoint_path):

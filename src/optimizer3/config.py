@@ -82,6 +82,12 @@ class MetaTrainConfig:
         "(a stage cut where its best came in a longer run, at the learning rate it had there); 0: "
         "the run's --trajectories"
     )
+    average_decay: float = _field(
+        0.0, "validate, keep as the best and export an exponential moving average of the "
+        "meta-parameters, updated after every meta-step with this decay in (0, 1) (Polyak "
+        "averaging: it smooths the meta-gradient's noise out of the optimizer that early stopping "
+        "keeps); 0: the meta-parameters themselves"
+    )
     clip_grad_norm: float = _field(1.0, "clip the meta-gradient's norm to this; 0 disables")
     loss_weights: str = _field(
         "uniform",
@@ -165,6 +171,8 @@ class MetaTrainConfig:
             raise UsageError(f"Invalid meta learning rate: {self.meta_lr}; use a positive number")
         if self.loss_clip < 0:
             raise UsageError(f"Invalid loss_clip: {self.loss_clip}; use 0 (off) or a positive multiple")
+        if isinstance(self.average_decay, bool) or not 0 <= self.average_decay < 1:
+            raise UsageError(f"Invalid average_decay: {self.average_decay!r}; use 0 (off) or a number in (0, 1), e.g. 0.9")
         if self.clip_grad_norm < 0:
             raise UsageError(f"Invalid clip_grad_norm: {self.clip_grad_norm}; use 0 or more")
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)

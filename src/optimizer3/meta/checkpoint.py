@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("version", "config", "meta_params", "best_meta_params", "meta_opt_state",
                  "trajectory", "best_validation", "rng")
 # Keys added after the first checkpoints were written, with the value an old file implies.
-OPTIONAL_KEYS = {"validations": list, "skipped": int, "consecutive_skips": int}
+OPTIONAL_KEYS = {"validations": list, "skipped": int, "consecutive_skips": int, "average_params": dict}
 
 
 def atomic_save(obj: Any, path: pathlib.Path) -> None:
@@ -53,6 +53,7 @@ def make_checkpoint(
     validations: list[dict[str, float]] | None = None,
     skipped: int = 0,
     consecutive_skips: int = 0,
+    average_params: MetaParams | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict (see `REQUIRED_KEYS` and `OPTIONAL_KEYS`); its tensors are CPU
     copies, whatever device trained them, so that any machine can load it."""
@@ -68,6 +69,7 @@ def make_checkpoint(
         "validations": list(validations or []),
         "skipped": skipped,
         "consecutive_skips": consecutive_skips,
+        "average_params": on_cpu(average_params or {}),
     }
 
 
@@ -94,6 +96,8 @@ def _validate_checkpoint(checkpoint: dict[str, Any], path: pathlib.Path) -> dict
         check_meta_params(checkpoint[key], config.optimizer, f"{path} ({key})")
     checkpoint["config"] = config
     _check_fields(checkpoint, path)
+    if config.average_decay:
+        check_meta_params(checkpoint["average_params"], config.optimizer, f"{path} (average_params)")
     return checkpoint
 
 

@@ -34,11 +34,35 @@ class RunState:
     validations: list[dict[str, float]]
     skipped: int = 0
     consecutive_skips: int = 0
+    # With `config.average_decay`: the moving average of the meta-parameters (on their device),
+    # which is what validation measures and early stopping keeps; None without.
+    average_params: MetaParams | None = None
+
+    def validated_params(self) -> MetaParams:
+        """The meta-parameters that validation measures: the average, or the current ones."""
+        return self.meta_params if self.average_params is None else self.average_params
 
 
 def clone_params(params: MetaParams) -> MetaParams:
     """Detached CPU copies: a snapshot that later meta-steps do not change."""
     return on_cpu(params)
+
+
+def start_average(meta_params: MetaParams, config: MetaTrainConfig) -> MetaParams | None:
+    """The moving average of the meta-parameters at the start of a run (a copy of them), or
+    None when `config.average_decay` is 0."""
+    if not config.average_decay:
+        return None
+    return {name: tensor.detach().clone() for name, tensor in meta_params.items()}
+
+
+def update_average(average: MetaParams | None, meta_params: MetaParams, decay: float) -> None:
+    """One meta-step of the moving average: average <- decay * average + (1 - decay) * params."""
+    if average is None:
+        return
+    with torch.no_grad():
+        for name, tensor in meta_params.items():
+            average[name].lerp_(tensor, 1.0 - decay)
 
 
 def make_meta_optimizer(meta_params: MetaParams, config: MetaTrainConfig) -> torch.optim.Optimizer:
@@ -55,6 +79,9 @@ def state_from_checkpoint(config: MetaTrainConfig, checkpoint: dict[str, Any]) -
     meta_optimizer.load_state_dict(checkpoint["meta_opt_state"])  # moves the state to the params' device
     generator = torch.Generator()
     generator.set_state(checkpoint["rng"])
+    average = None
+    if config.average_decay:
+        average = {k: v.to(device, copy=True) for k, v in checkpoint["average_params"].items()}
     return RunState(
         meta_params=meta_params,
         meta_optimizer=meta_optimizer,
@@ -65,6 +92,7 @@ def state_from_checkpoint(config: MetaTrainConfig, checkpoint: dict[str, Any]) -
         validations=list(checkpoint["validations"]),
         skipped=checkpoint["skipped"],
         consecutive_skips=checkpoint["consecutive_skips"],
+        average_params=average,
     )
 
 
@@ -73,7 +101,7 @@ def save_state(config: MetaTrainConfig, state: RunState, run_dir: pathlib.Path) 
     checkpoint = make_checkpoint(
         config, state.meta_params, state.best_meta_params, state.meta_optimizer.state_dict(),
         state.trajectory, state.best_validation, state.generator.get_state(),
-        state.validations, state.skipped, state.consecutive_skips,
+        state.validations, state.skipped, state.consecutive_skips, state.average_params,
     )
     atomic_save(checkpoint, run_dir / "checkpoint.pt")
 

@@ -33,8 +33,8 @@ from optimizer3.learned.lstm import LSTMState, MetaParams, init_meta_params
 from optimizer3.meta.checkpoint import load_learned_optimizer
 from optimizer3.meta.distributed import Group, check_size, current_group, run_workers
 from optimizer3.meta.run_state import (
-    RunState, clone_params, make_meta_optimizer, open_metrics, save_state, state_from_checkpoint,
-    stop_requests,
+    RunState, clone_params, make_meta_optimizer, open_metrics, save_state, start_average,
+    state_from_checkpoint, stop_requests, update_average,
 )
 from optimizer3.meta.unroll import Carry, start, unroll
 from optimizer3.tasks import Task, make_task_family
@@ -198,8 +198,10 @@ def train_trajectory(
     generator: torch.Generator,
     weights: torch.Tensor,
     group: Group = Group(),
+    average: MetaParams | None = None,
 ) -> dict[str, float]:
-    """Optimize one batch of problems for the whole horizon, meta-stepping every truncation.
+    """Optimize one batch of problems for the whole horizon, meta-stepping every truncation
+    (and moving `average`, the meta-parameters' moving average, after each meta-step).
 
     In a group of processes, `task` is this process's shard of the trajectory's
     `config.problems` problems, and each meta-gradient is averaged over the group before the
@@ -225,6 +227,7 @@ def train_trajectory(
         counted += float(window.sum())
         max_norm = max(max_norm, norm)
         meta_optimizer.step()
+        update_average(average, meta_params, config.average_decay)
     return {"meta_loss": total_loss / max(counted, 1e-12), "grad_norm": max_norm, "skipped": 0}
 
 
@@ -263,6 +266,7 @@ def _fresh_state(config: MetaTrainConfig, validation_task: Task, group: Group) -
     meta_params = {k: v.to(device).requires_grad_() for k, v in starting_meta_params(config, generator).items()}
     validation = validate(meta_params, config, validation_task, group)
     return RunState(
+        average_params=start_average(meta_params, config),
         meta_params=meta_params,
         meta_optimizer=make_meta_optimizer(meta_params, config),
         generator=generator,
@@ -377,7 +381,7 @@ def _advance(
     task = group.shard(family.sample(config.problems, state.generator))
     record = {"trajectory": trajectory + 1, "lr": lr}
     record.update(train_trajectory(state.meta_params, state.meta_optimizer, config, task, state.generator, weights,
-                                   group))
+                                   group, state.average_params))
     state.trajectory = done = trajectory + 1
     state.skipped += record["skipped"]
     state.consecutive_skips = state.consecutive_skips + 1 if record["skipped"] else 0
@@ -389,9 +393,10 @@ def _advance(
             "lower --meta-lr or set --loss-clip"
         )
     if done % config.validate_every == 0 or done == config.trajectories:
-        record["validation_loss"] = validate(state.meta_params, config, validation_task, group)
+        validated = state.validated_params()
+        record["validation_loss"] = validate(validated, config, validation_task, group)
         state.validations.append({"trajectory": done, "validation_loss": record["validation_loss"]})
         if record["validation_loss"] < state.best_validation:
             state.best_validation = record["validation_loss"]
-            state.best_meta_params = clone_params(state.meta_params)
+            state.best_meta_params = clone_params(validated)
     return record
