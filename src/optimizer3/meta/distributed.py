@@ -15,6 +15,7 @@ thousand numbers per meta-step.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
 import multiprocessing
@@ -177,12 +178,21 @@ def init_from_environment() -> Group:
 
 def leave_launched_run(status: int) -> NoReturn:
     """End a launcher's process with `status`, its work done: leave the process group that
-    `init_from_environment` joined, then exit without the interpreter's finalization. There one
-    sometimes aborts (SIGABRT, "terminate called without an active exception", no Python frame:
-    a thread of torch's distributed runtime still running when its C++ objects are torn down),
-    and the launcher (torchrun) then reports a finished run as failed."""
+    `init_from_environment` joined, then `exit_before_teardown`."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    exit_before_teardown(status)
+
+
+def exit_before_teardown(status: int) -> NoReturn:
+    """Exit with `status` after the interpreter's exit handlers (`atexit`: multiprocessing's
+    finalizers, which remove its semaphores, and torch.compile's worker pools) but before its
+    teardown of modules and C++ objects. There a process that ran in a torch.distributed group
+    sometimes aborts after a finished run (SIGABRT, "terminate called without an active
+    exception", no Python frame: a thread of torch's runtime still running when its C++ object
+    is destroyed), and whoever waits for it (torchrun, `run_workers`) sees a failure or prints
+    that message."""
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
@@ -255,6 +265,7 @@ def _worker_main(worker, rank: int, size: int, init_method: str, threads: int, a
         worker(*args)
     finally:
         dist.destroy_process_group()
+    exit_before_teardown(0)  # a worker that raised exits as Python does, with its traceback
 
 
 def check_size(size: int, problems: int, validation_problems: int) -> None:
