@@ -14,10 +14,23 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c+
                                 reason="torch.compile needs a C++ compiler on CPU")
 
 CONFIG = LSTMOptimizerConfig(preprocessing="log_sign")
+# The MNIST recipes' optimizer: moving averages as inputs, the gradient mix as the update.
+MIX_CONFIG = LSTMOptimizerConfig(preprocessing="log_sign", momentum_inputs=(0.5, 0.9, 0.99),
+                                 momentum_bias_correction=True, update_form="gradient_mix",
+                                 output_init="zeros")
 
 
-def _meta():
-    return init_meta_params(CONFIG, torch.Generator().manual_seed(0))
+@pytest.fixture(autouse=True)
+def _fresh_compilation():
+    """Each test compiles afresh: past torch.compile's recompile limit (one compilation per
+    configuration, dtype and gradient mode) it would run the eager step and compare it with
+    itself."""
+    torch._dynamo.reset()
+    yield
+
+
+def _meta(config=CONFIG):
+    return init_meta_params(config, torch.Generator().manual_seed(0))
 
 
 def test_step_function_is_the_eager_step_unless_compiled():
@@ -44,16 +57,46 @@ def test_compiled_drop_in_follows_the_eager_trajectory():
         torch.testing.assert_close(eager.state[p]["h"], compiled.state[q]["h"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("config", [CONFIG, MIX_CONFIG], ids=["paper", "mix"])
 @pytest.mark.parametrize("matmul_dtype,rtol", [("float32", 1e-4), ("bfloat16", 1e-3)])
-def test_compiled_meta_gradient_matches_the_eager_one(matmul_dtype, rtol):
+def test_compiled_meta_gradient_matches_the_eager_one(matmul_dtype, rtol, config):
+    # The compiled step keeps its sigmoids for the backward (selective checkpointing) and
+    # compiles as one graph; the meta-gradient must not change.
     task = QuadraticFamily(dim=6).sample(8, torch.Generator().manual_seed(1))
     grads = []
     for compile in (False, True):
-        meta = {k: v.requires_grad_() for k, v in _meta().items()}
-        carry, _ = start(task, CONFIG, torch.Generator().manual_seed(2))
-        meta_loss, _, _ = unroll(meta, CONFIG, task, carry, 6, torch.Generator().manual_seed(3), compile=compile,
+        meta = {k: v.requires_grad_() for k, v in _meta(config).items()}
+        if config.update_form == "gradient_mix":  # zero outputs would leave the LSTM no gradient
+            meta["output.weight"].data.normal_(0.0, 0.01, generator=torch.Generator().manual_seed(4))
+        carry, _ = start(task, config, torch.Generator().manual_seed(2))
+        meta_loss, _, _ = unroll(meta, config, task, carry, 6, torch.Generator().manual_seed(3), compile=compile,
                                  matmul_dtype=matmul_dtype)
         meta_loss.backward()
         grads.append({k: v.grad for k, v in meta.items()})
     for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=rtol, atol=rtol * 1e-2)
+        eager, compiled = grads[0][name], grads[1][name]
+        assert eager.norm() > 0, name  # a gradient that is there to compare
+        # Relative to the whole gradient: rounding differs element by element, most in the
+        # mix's products of large and small numbers.
+        assert (compiled - eager).norm() <= rtol * eager.norm(), name
+
+
+def test_compiled_meta_graph_keeps_the_sigmoids(monkeypatch):
+    # The compiled step's backward uses the forward's sigmoids instead of recomputing them
+    # (learned.lstm._lstm_step_saving_sigmoids): the checkpoint policy sees them while tracing.
+    from optimizer3.learned import lstm
+
+    asked, original = [], lstm._save_sigmoids
+
+    def policy(context, op, *args, **kwargs):
+        asked.append(op)
+        return original(context, op, *args, **kwargs)
+
+    monkeypatch.setattr(lstm, "_save_sigmoids", policy)
+    task = QuadraticFamily(dim=6).sample(4, torch.Generator().manual_seed(1))
+    meta = {k: v.requires_grad_() for k, v in _meta().items()}
+    carry, _ = start(task, CONFIG, torch.Generator().manual_seed(2))
+    meta_loss, _, _ = unroll(meta, CONFIG, task, carry, 3, torch.Generator().manual_seed(3), compile=True)
+    meta_loss.backward()
+    assert torch.ops.aten.sigmoid.default in asked
+    assert original(None, torch.ops.aten.sigmoid.default) == torch.utils.checkpoint.CheckpointPolicy.MUST_SAVE

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+import torch.utils.checkpoint
 
 from optimizer3.errors import UsageError
 
@@ -221,6 +223,8 @@ _CONSTANTS: dict[tuple, torch.Tensor] = {}
 
 def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """`torch.tensor(values)`, made once per dtype and device."""
+    if torch.compiler.is_compiling():  # a constant of the graph; caching it is a side effect
+        return torch.tensor(values, dtype=dtype, device=device)
     key = (values, dtype, device)
     if key not in _CONSTANTS:
         # A normal tensor even when first asked for under inference_mode: an inference tensor
@@ -317,7 +321,8 @@ def lstm_step(
     for layer in range(config.layers):
         inputs = torch.cat((x, state.h[layer]), dim=0)
         weight, bias = meta_params[f"lstm.{layer}.weight"] * doubled, meta_params[f"lstm.{layer}.bias"] * doubled
-        gates = _gate_inputs(bias, inputs, weight, matmul_dtype).sigmoid_()
+        gates = _gate_inputs(bias, inputs, weight, matmul_dtype)
+        gates = gates.sigmoid() if torch.compiler.is_compiling() else gates.sigmoid_()
         input_gate, forget_gate, output_gate, candidate = gates.chunk(4, dim=0)
         cell = torch.addcmul(forget_gate * state.c[layer], input_gate, candidate * 2.0 - 1.0)
         x = output_gate * ((cell * 2.0).sigmoid() * 2.0 - 1.0)
@@ -351,10 +356,15 @@ def _gate_inputs(bias: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor,
     # a new [units, rows] tensor from a [units, 1] broadcast than at adding one into it.
     # CPU BLAS multiplied [units, fan_in] by [fan_in, n] faster here with the first factor
     # contiguous than as a transposed view of the stored weight.
+    # (Out of place when compiled, where it makes no difference: in place breaks the
+    # checkpointing of `_compiled_lstm_step`.)
     low = MATMUL_DTYPES[matmul_dtype]
     if matmul_dtype == "float32" or low == inputs.dtype:
-        return torch.mm(weight.t().contiguous(), inputs).add_(bias.unsqueeze(1))
-    return torch.mm(weight.t().contiguous().to(low), inputs.to(low)).to(inputs.dtype).add_(bias.unsqueeze(1))
+        product = torch.mm(weight.t().contiguous(), inputs)
+    else:
+        product = torch.mm(weight.t().contiguous().to(low), inputs.to(low)).to(inputs.dtype)
+    bias = bias.unsqueeze(1)
+    return product + bias if torch.compiler.is_compiling() else product.add_(bias)
 
 
 StepFunction = Callable[..., tuple[torch.Tensor, LSTMState]]
@@ -375,4 +385,37 @@ def step_function(compiled: bool = False) -> StepFunction:
 
 @functools.cache
 def _compiled_lstm_step() -> StepFunction:
-    return torch.compile(lstm_step)
+    # torch warns once that a checkpointed region with a policy must not hold in-place ops;
+    # under torch.compile this one has none (`_gate_inputs`, `lstm_step`).
+    logging.getLogger("torch._higher_order_ops.wrap").addFilter(
+        lambda record: "context_fn is passed to torch.utils.checkpoint" not in record.getMessage())
+    return torch.compile(_lstm_step_saving_sigmoids)
+
+
+def _lstm_step_saving_sigmoids(*args):
+    """`lstm_step`, telling `torch.compile` to keep every sigmoid's output for the backward.
+
+    Left to itself, its partitioner keeps the (half-size, bfloat16) matrix products and
+    recomputes the sigmoids from them in the backward, where on CPU the exponentials, not
+    memory traffic, are the cost; keeping them makes the compiled backward about a quarter
+    faster for 50% more memory held per step (BENCHMARKS.md). Selective activation
+    checkpointing is PyTorch's interface for that choice: sigmoids MUST_SAVE, everything else
+    left to the partitioner (PREFER_SAVE).
+    """
+    if not (torch.is_grad_enabled() and torch.compiler.is_compiling()):
+        # No meta-graph, or run eagerly (torch.compile falls back to that past its recompile
+        # limit), where the checkpoint would conflict with `lstm_step`'s in-place operations.
+        return lstm_step(*args)
+    return torch.utils.checkpoint.checkpoint(
+        lstm_step, *args, use_reentrant=False,
+        context_fn=functools.partial(torch.utils.checkpoint.create_selective_checkpoint_contexts,
+                                     _save_sigmoids),
+    )
+
+
+_SIGMOIDS = (torch.ops.aten.sigmoid.default, torch.ops.aten.sigmoid_.default)
+
+
+def _save_sigmoids(context, op, *args, **kwargs) -> torch.utils.checkpoint.CheckpointPolicy:
+    policy = torch.utils.checkpoint.CheckpointPolicy
+    return policy.MUST_SAVE if op in _SIGMOIDS else policy.PREFER_SAVE
