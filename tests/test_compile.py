@@ -57,9 +57,10 @@ def test_compiled_drop_in_follows_the_eager_trajectory():
         torch.testing.assert_close(eager.state[p]["h"], compiled.state[q]["h"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("config", [CONFIG, MIX_CONFIG], ids=["paper", "mix"])
+@pytest.mark.parametrize("config,second_order", [(CONFIG, False), (MIX_CONFIG, False), (MIX_CONFIG, True)],
+                         ids=["paper", "mix", "mix-second-order"])
 @pytest.mark.parametrize("matmul_dtype,rtol", [("float32", 1e-4), ("bfloat16", 1e-3)])
-def test_compiled_meta_gradient_matches_the_eager_one(matmul_dtype, rtol, config):
+def test_compiled_meta_gradient_matches_the_eager_one(matmul_dtype, rtol, config, second_order):
     # The compiled step keeps its sigmoids for the backward (selective checkpointing) and
     # compiles as one graph; the meta-gradient must not change.
     task = QuadraticFamily(dim=6).sample(8, torch.Generator().manual_seed(1))
@@ -70,7 +71,7 @@ def test_compiled_meta_gradient_matches_the_eager_one(matmul_dtype, rtol, config
             meta["output.weight"].data.normal_(0.0, 0.01, generator=torch.Generator().manual_seed(4))
         carry, _ = start(task, config, torch.Generator().manual_seed(2))
         meta_loss, _, _ = unroll(meta, config, task, carry, 6, torch.Generator().manual_seed(3), compile=compile,
-                                 matmul_dtype=matmul_dtype)
+                                 matmul_dtype=matmul_dtype, second_order=second_order)
         meta_loss.backward()
         grads.append({k: v.grad for k, v in meta.items()})
     for name in grads[0]:
