@@ -397,9 +397,9 @@ def _lstm_step_saving_sigmoids(*args):
 
     Left to itself, its partitioner keeps the (half-size, bfloat16) matrix products and
     recomputes the sigmoids from them in the backward, where on CPU the exponentials, not
-    memory traffic, are the cost. Keeping them made meta-training 17% to 26% faster in one
-    process, for 28% (20-step truncations) to 54% (whole 100-step unrolls) more peak memory
-    (BENCHMARKS.md, "Kept sigmoids"). Selective activation
+    memory traffic, are the cost. Keeping them made meta-training with bfloat16 products 17% to
+    26% faster in one process (float32: no change), for 28% (20-step truncations) to 54% (whole
+    100-step unrolls) more peak memory (BENCHMARKS.md, "Kept sigmoids"). Selective activation
     checkpointing is PyTorch's interface for that choice: sigmoids MUST_SAVE, everything else
     left to the partitioner (PREFER_SAVE).
     """
