@@ -415,9 +415,7 @@ def _lstm_step_saving_sigmoids(*args):
     )
 
 
-_SIGMOIDS = (torch.ops.aten.sigmoid.default, torch.ops.aten.sigmoid_.default)
-
-
 def _save_sigmoids(context, op, *args, **kwargs) -> torch.utils.checkpoint.CheckpointPolicy:
+    # Only ever traced under torch.compile, where `lstm_step`'s sigmoids are all out of place.
     policy = torch.utils.checkpoint.CheckpointPolicy
-    return policy.MUST_SAVE if op in _SIGMOIDS else policy.PREFER_SAVE
+    return policy.MUST_SAVE if op is torch.ops.aten.sigmoid.default else policy.PREFER_SAVE
