@@ -232,6 +232,21 @@ def test_export_refuses_an_evaluation_of_another_run(tmp_path, reproduced, capsy
     assert not (tmp_path / "out").exists()
 
 
+def test_export_from_a_run_without_its_log_writes_nothing(tmp_path, reproduced, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reproduced, run)
+    out = tmp_path / "pretrained"
+    assert main(["export", str(run), "--name", "tiny", "--out", str(out), "--description", "x"]) == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    (run / "metrics.jsonl").unlink()
+    for name, extra in (("tiny", ["--overwrite"]), ("other", [])):
+        code = main(["export", str(run), "--name", name, "--out", str(out), "--description", "y", *extra])
+        assert code == 2 and "Cannot read the meta-training log" in capsys.readouterr().err
+        assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
 def test_meta_train_from_a_shipped_optimizer_records_which_one(tmp_path, capsys):
     from optimizer3.meta.checkpoint import load_learned_optimizer, meta_params_digest
     from optimizer3 import pretrained

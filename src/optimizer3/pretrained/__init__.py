@@ -146,13 +146,13 @@ def export_pretrained(
     for path in (weights, card_path):
         if path.exists() and not overwrite:
             raise RunDirectoryError(f"{path} exists; pass --overwrite to replace it")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save(make_optimizer_file(config, checkpoint["best_meta_params"]), weights)
+    # Everything the card needs is read before anything is written, so that a bad run directory
+    # leaves no weights file without its card (or an old card beside new weights).
     card = {
         "name": name,
         "description": description,
         "file": weights.name,
-        "sha256": sha256(weights),
+        "sha256": None,
         "task": to_dict(config.task),
         "optimizer": to_dict(config.optimizer),
         "meta_training": {
@@ -164,6 +164,12 @@ def export_pretrained(
         },
         "evaluation": _evaluation_figures(results),
     }
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunDirectoryError(f"Cannot create the output directory {out_dir}: {error.strerror}") from None
+    atomic_save(make_optimizer_file(config, checkpoint["best_meta_params"]), weights)
+    card["sha256"] = sha256(weights)
     write_text_atomic(card_path, json.dumps(card, indent=1) + "\n")
     return weights, card_path
 
