@@ -130,6 +130,20 @@ def test_resume_may_change_how_the_run_computes_and_records_it(tmp_path, uninter
     assert resumed["best_validation"] == pytest.approx(uninterrupted["best_validation"], rel=0.05)
 
 
+def test_resume_drops_a_log_line_torn_by_a_crash_and_names_a_corrupt_one(tmp_path):
+    from optimizer3.errors import RunDirectoryError
+    from optimizer3.meta.run_state import open_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"trajectory": 1}\n{"trajectory": 2}\n{"trajectory": 3}\n{"traj')
+    open_metrics(tmp_path, 2).close()
+    assert path.read_text() == '{"trajectory": 1}\n{"trajectory": 2}\n'
+    path.write_text('{"trajectory": 1}\n{"traj\n{"trajectory": 3}\n')
+    with pytest.raises(RunDirectoryError, match="metrics.jsonl line 2 is not JSON"):
+        open_metrics(tmp_path, 2)
+    assert path.read_text() == '{"trajectory": 1}\n{"traj\n{"trajectory": 3}\n'
+
+
 def _poison_once_every(monkeypatch, every, after=0, value=math.nan):
     """Make every `every`-th truncation after the first `after` blow up to `value`."""
     original = trainer_module.unroll

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import torch
 
 from optimizer3.config import MetaTrainConfig
+from optimizer3.errors import RunDirectoryError
 from optimizer3.learned.lstm import MetaParams
 from optimizer3.meta.checkpoint import atomic_save, make_checkpoint, on_cpu
 
@@ -129,7 +130,18 @@ def open_metrics(run_dir: pathlib.Path, trajectory: int) -> TextIO:
     path = run_dir / "metrics.jsonl"
     if trajectory == 0 or not path.exists():
         return path.open("w")
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("trajectory", 0) <= trajectory]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number == len(lines):
+                break  # torn by a crash mid-write: a trajectory after the checkpoint, dropped anyway
+            raise RunDirectoryError(
+                f"{path} line {number} is not JSON; repair or delete that line to resume"
+            ) from None
+        if record.get("trajectory", 0) <= trajectory:
+            kept.append(line)
     path.write_text("".join(line + "\n" for line in kept))
     return path.open("a")
