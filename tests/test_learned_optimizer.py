@@ -218,6 +218,18 @@ def test_state_dict_round_trip_resumes_exactly(config):
             plain.load_state_dict(saved["optimizer"])
 
 
+@pytest.mark.parametrize("duplicate", [copy.deepcopy, lambda obj: pickle.loads(pickle.dumps(obj))],
+                         ids=["deepcopy", "pickle"])
+def test_a_copied_or_unpickled_optimizer_continues_as_the_original(duplicate):
+    model = _model()
+    optimizer = LearnedOptimizer(model.parameters(), _meta(MOMENTUM, seed=1), MOMENTUM, lr=0.5)
+    _train(model, optimizer, 5)
+    twin = duplicate({"model": model, "optimizer": optimizer})
+    assert twin["optimizer"].param_groups[0]["params"] == list(twin["model"].parameters())
+    assert _train(twin["model"], twin["optimizer"], 5, first=5) == _train(model, optimizer, 5, first=5)
+    assert twin["optimizer"].state_dict()["learned"]["optimizer"] == optimizer.state_dict()["learned"]["optimizer"]
+
+
 def test_load_state_dict_refuses_what_does_not_fit():
     model = _model()
     optimizer = LearnedOptimizer(model.parameters(), _meta(), CONFIG)

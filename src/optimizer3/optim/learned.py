@@ -85,10 +85,25 @@ class LearnedOptimizer(torch.optim.Optimizer):
         except CheckpointError as error:
             raise ValueError(str(error)) from None
         self.config = config
+        self._compile = compile
         self._step_function = step_function(compile)
         self.meta_params = {k: v.detach().clone() for k, v in meta_params.items()}
         self._meta_cache: dict[tuple[torch.device, torch.dtype], MetaParams] = {}
         super().__init__(params, {"lr": lr, "maximize": maximize})
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.optim.Optimizer pickles only defaults, state and param_groups; a copy or an
+        # unpickled optimizer also needs the LSTM itself.
+        return {**super().__getstate__(), "config": self.config, "meta_params": self.meta_params,
+                "compile": self._compile}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.config, self.meta_params = state.pop("config"), state.pop("meta_params")
+        self._compile = state.pop("compile")
+        self._step_function = step_function(self._compile)
+        self._meta_cache = {}
+        super().__setstate__(state)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], params, **kwargs: Any) -> "LearnedOptimizer":
