@@ -247,6 +247,25 @@ def test_export_from_a_run_without_its_log_writes_nothing(tmp_path, reproduced, 
         assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
+def test_overwrite_removes_the_old_runs_checkpoint_before_training(tmp_path, monkeypatch, capsys):
+    from optimizer3.meta import trainer
+
+    run_dir = tmp_path / "run"
+    assert main(["meta-train", "--run-dir", str(run_dir), *TINY]) == 0
+    assert (run_dir / "checkpoint.pt").is_file()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("crashed before its first checkpoint")
+
+    monkeypatch.setattr(trainer, "_advance", crash)
+    with pytest.raises(RuntimeError, match="first checkpoint"):
+        main(["meta-train", "--run-dir", str(run_dir), "--overwrite", *TINY, "--seed", "7"])
+    # Nothing of the old run is left to be resumed or exported under the new run's record.
+    assert not (run_dir / "checkpoint.pt").exists()
+    assert main(["meta-train", "--resume", str(run_dir)]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+
+
 def test_meta_train_from_a_shipped_optimizer_records_which_one(tmp_path, capsys):
     from optimizer3.meta.checkpoint import load_learned_optimizer, meta_params_digest
     from optimizer3 import pretrained

@@ -318,6 +318,10 @@ def meta_train(
             "checkpoint on different machines?); give every process the same run directory"
         )
     history: list[dict[str, Any]] = list(state.validations[:1]) if not resume else []
+    if run_dir and not resume:
+        # A fresh run in a reused directory (--overwrite): the old run's checkpoint must not be
+        # resumed or exported as this run's before this run saves its own.
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     metrics = open_metrics(run_dir, state.trajectory) if run_dir else None
     bar = tqdm(range(state.trajectory, config.trajectories), desc="meta-train", disable=not progress,
                unit="traj", mininterval=1.0, initial=state.trajectory, total=config.trajectories)
