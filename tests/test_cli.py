@@ -93,6 +93,17 @@ def test_existing_run_directory_is_never_overwritten(tmp_path, capsys, reproduce
     assert {p.name: p.read_bytes() for p in reproduced.iterdir()} == before
 
 
+def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, capsys, reproduced):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    _fails_cleanly(capsys, ["meta-train", "--run-dir", str(blocker / "run"), *TINY],
+                   "Cannot create run directory", str(blocker / "run"))
+    out = blocker / "pretrained"
+    _fails_cleanly(capsys, ["export", str(reproduced), "--name", "tiny", "--out", str(out), "--description", "x"],
+                   "Cannot create the output directory", str(out))
+    assert blocker.read_text() == "mine"
+
+
 def test_bad_checkpoints(tmp_path, capsys, reproduced):
     out = tmp_path / "out"
     _fails_cleanly(capsys, ["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--run-dir", str(out)],

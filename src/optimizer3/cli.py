@@ -55,7 +55,12 @@ def prepare_run_dir(path: pathlib.Path, overwrite: bool) -> pathlib.Path:
             f"Run directory {path} already exists and is not empty; pass --overwrite to replace "
             "its results or choose another --run-dir"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunDirectoryError(
+            f"Cannot create run directory {path}: {error.strerror}; choose another --run-dir"
+        ) from None
     return path
 
 
