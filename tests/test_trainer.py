@@ -44,6 +44,19 @@ def test_second_order_final_weighting_and_log_loss_run():
     assert all(torch.isfinite(v).all() for v in result.meta_params.values())
 
 
+def test_truncations_without_weight_build_no_graph(monkeypatch):
+    from optimizer3.meta import trainer
+
+    calls = []
+    original = trainer.meta_gradient
+    monkeypatch.setattr(trainer, "meta_gradient", lambda *args: calls.append(args[-1]) or original(*args))
+    config = dataclasses.replace(TINY, trajectories=2, loss_weights="final", validate_every=2)
+    result = meta_train(config, progress=False)
+    # One meta-gradient per trajectory, of the last truncation, the only one whose loss counts.
+    assert [window.tolist() for window in calls] == [[0, 0, 0, 0, 1]] * 2
+    assert result.history[-1]["meta_loss"] > 0
+
+
 def test_loss_weights():
     assert loss_weights("uniform", 4).tolist() == [1, 1, 1, 1]
     assert loss_weights("linear", 4).tolist() == [0.25, 0.5, 0.75, 1.0]

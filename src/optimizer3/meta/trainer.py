@@ -214,9 +214,13 @@ def train_trajectory(
     total_loss, max_norm, counted = 0.0, 0.0, 0.0
     for begin in range(0, config.horizon, config.unroll):
         window = weights[begin : begin + config.unroll]
-        loss, carry = meta_gradient(meta_params, config, task, carry, generator, window)
         if not window.any():
-            continue  # no loss in this truncation counts: nothing to learn from it
+            # No loss in this truncation counts (`--loss-weights final` but for the last one):
+            # nothing to learn from it, so the optimizee only moves on, without a graph.
+            with torch.no_grad():
+                _, carry = _unroll(meta_params, config, task, carry, generator, window)
+            continue
+        loss, carry = meta_gradient(meta_params, config, task, carry, generator, window)
         loss = group.average_meta_gradient(meta_params, loss, share)
         norm = float(torch.nn.utils.clip_grad_norm_(meta_params.values(), config.clip_grad_norm or math.inf))
         if not (math.isfinite(loss) and math.isfinite(norm)):
