@@ -177,7 +177,7 @@ def test_too_many_skips_in_a_row_stop_the_run_keeping_the_last_good_checkpoint(m
     # Every truncation after the fourth trajectory (4 truncations each) blows up: trajectories
     # 5, 6 and 7 are skipped, and the run stops before it would checkpoint trajectory 8.
     _poison_once_every(monkeypatch, every=1, after=16)
-    with pytest.raises(MetaTrainingDiverged, match="3 meta-updates in a row"):
+    with pytest.raises(MetaTrainingDiverged, match="3 trajectories in a row ended in a meta-update"):
         meta_train(config, tmp_path, progress=False)
     kept = load_checkpoint(tmp_path / "checkpoint.pt")
     assert kept["trajectory"] == 4 and kept["skipped"] == 0

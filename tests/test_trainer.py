@@ -189,8 +189,9 @@ def test_missing_and_corrupt_checkpoints_are_refused(tmp_path, checkpoint_path):
         load_checkpoint(tmp_path / "nope.pt")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(checkpoint_path.read_bytes()[:200])
-    with pytest.raises(CheckpointError, match="Cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="Cannot read checkpoint") as error:
         load_checkpoint(corrupt)
+    assert "corrupt" in str(error.value) and "weights_only" not in str(error.value)
     listed = tmp_path / "list.pt"
     torch.save([1, 2], listed)
     with pytest.raises(CheckpointError, match="holds a list"):
@@ -207,8 +208,14 @@ def test_a_pickled_object_is_refused_and_never_runs(tmp_path):
     evil = tmp_path / "evil.pt"
     with evil.open("wb") as file:
         pickle.dump({"version": FORMAT_VERSION, "payload": _Payload()}, file)
-    with pytest.raises(CheckpointError, match="not a plain-dict"):
+    with pytest.raises(CheckpointError, match="not a plain-dict") as error:
         load_checkpoint(evil)
+    assert not (tmp_path / "executed").exists()
+    assert "weights_only" not in str(error.value)  # torch's advice to load it unsafely is not passed on
+    saved = tmp_path / "saved.pt"
+    torch.save({"version": FORMAT_VERSION, "payload": _Payload()}, saved)
+    with pytest.raises(CheckpointError, match="holds a Python object, getattr, and objects are never unpickled"):
+        load_checkpoint(saved)
     assert not (tmp_path / "executed").exists()
     # The payload is real: plain unpickling would have run it.
     pickle.loads(evil.read_bytes())

@@ -116,8 +116,8 @@ class MetaTrainConfig:
         "and count a non-finite loss as that cap; 0 disables"
     )
     max_skips: int = _field(
-        10, "stop after this many meta-updates in a row were skipped for a non-finite "
-        "meta-loss or meta-gradient"
+        10, "stop after this many trajectories in a row ended in a meta-update skipped for a "
+        "non-finite meta-loss or meta-gradient"
     )
     validation_problems: int = _field(500, "fixed validation problems for early stopping")
     validate_every: int = _field(25, "validate every this many trajectories")

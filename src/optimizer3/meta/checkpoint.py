@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import re
 from typing import Any
 
 import torch
@@ -111,9 +112,14 @@ def _read_plain_dict(path: pathlib.Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # Not torch's own message: it suggests loading with weights_only=False, which would
+        # run whatever code the file names.
+        match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        reason = (f"it holds a Python object, {match.group(1)}, and objects are never unpickled" if match
+                  else f"not a torch file of tensors and plain containers, or truncated or corrupt "
+                       f"({type(error).__name__})")
         raise CheckpointError(
-            f"Cannot read checkpoint {path}: not a plain-dict optimizer3 checkpoint ({reason})"
+            f"Cannot read checkpoint {path}: not a plain-dict optimizer3 checkpoint: {reason}"
         ) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"Checkpoint {path} holds a {type(data).__name__}, not a dict")

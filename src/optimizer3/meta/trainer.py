@@ -46,7 +46,8 @@ class MetaTrainingInterrupted(Optimizer3Error):
 
 
 class MetaTrainingDiverged(Optimizer3Error):
-    """Too many meta-updates in a row were non-finite; the last good checkpoint is kept."""
+    """Too many trajectories in a row ended in a non-finite meta-update; the last good
+    checkpoint is kept."""
 
 
 @dataclasses.dataclass
@@ -396,8 +397,8 @@ def _advance(
     record["skipped_total"] = state.skipped
     if state.consecutive_skips >= config.max_skips:
         raise MetaTrainingDiverged(
-            f"Meta-training diverged: {state.consecutive_skips} meta-updates in a row had a "
-            f"non-finite loss or gradient (trajectory {done}); the last good checkpoint is kept; "
+            f"Meta-training diverged: {state.consecutive_skips} trajectories in a row ended in a "
+            f"meta-update with a non-finite loss or gradient (trajectory {done}); the last good checkpoint is kept; "
             "lower --meta-lr or set --loss-clip"
         )
     if done % config.validate_every == 0 or done == config.trajectories:
