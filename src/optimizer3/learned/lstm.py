@@ -138,9 +138,9 @@ class LSTMOptimizerConfig:
 
 class LSTMState(NamedTuple):
     """Per-coordinate recurrent state, one column per coordinate: one `[hidden, n]` tensor per
-    layer for h and for c, and with `momentum_inputs` the gradient's moving averages,
-    `[momentum_columns, n]` (the averages, then with bias correction their weights; None
-    without), for n coordinates.
+    layer for h and for c, and with `momentum_inputs` or `mix_rms_decay` the gradient's moving
+    averages, `[momentum_columns, n]` (`LSTMOptimizerConfig.momentum_columns` says which; None
+    without either), for n coordinates.
 
     Units along the first axis and coordinates along the second (feature-major) make every
     element-wise loop of the step run along the coordinates in long vectors, instead of along
