@@ -98,11 +98,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 "compile": self._compile}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # Also what torch.optim's load_state_dict calls, with state and groups alone.
         state = dict(state)
-        self.config, self.meta_params = state.pop("config"), state.pop("meta_params")
-        self._compile = state.pop("compile")
-        self._step_function = step_function(self._compile)
-        self._meta_cache = {}
+        if "config" in state:
+            self.config, self.meta_params = state.pop("config"), state.pop("meta_params")
+            self._compile = state.pop("compile")
+            self._step_function = step_function(self._compile)
+            self._meta_cache = {}
         super().__setstate__(state)
 
     @classmethod
