@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from optimizer3.evaluate import compare, compare_horizons, mean_curve, summarize
+from optimizer3.evaluate import compare, compare_horizons, interval95, mean_curve, summarize
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.errors import UsageError
 from optimizer3.optim.tuning import LearningRateGrid
@@ -31,6 +31,21 @@ def test_diverged_runs_count_as_infinite():
     assert summary["diverged"] == 2
     assert summary["mean"] == np.inf
     assert summary["median"] == np.inf  # two of four problems diverged
+
+
+def test_intervals_reaching_diverged_runs_are_infinite_not_nan():
+    # One run in 100 diverged: some resamples' means are infinite, so the upper bound is.
+    summary = summarize(np.r_[np.ones(99), np.nan], samples=2000, seed=0)
+    assert summary["mean_ci"] == [1.0, np.inf] and summary["mean_log10_ci"] == [0.0, np.inf]
+    assert summarize(np.r_[np.ones(95), [np.nan] * 5], samples=2000, seed=0)["mean_ci"] == [np.inf, np.inf]
+    curve = mean_curve(np.stack([np.ones(50), np.r_[np.ones(49), np.inf]]), samples=200, seed=0)
+    assert curve["low"] == [1.0, 1.0] and curve["high"] == [1.0, np.inf]
+    # A percentile that falls exactly on a finite order statistic is that statistic.
+    assert interval95(np.r_[np.arange(40.0), np.inf]) == (1.0, 39.0)
+    assert interval95(np.r_[np.arange(39.0), np.inf, np.inf]) == (1.0, np.inf)
+    # Where nothing diverged, the interval is numpy's linear percentile, unchanged.
+    values = np.random.default_rng(2).lognormal(size=77)
+    assert list(interval95(values)) == list(np.percentile(values, [2.5, 97.5]))
 
 
 def test_mean_curve_band_contains_the_mean():

@@ -38,6 +38,24 @@ def _statistics(values: np.ndarray, axis: int) -> dict[str, np.ndarray]:
         }
 
 
+def interval95(samples: np.ndarray, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The 2.5th and 97.5th percentiles of bootstrap `samples` (finite or +inf) along `axis`.
+
+    numpy interpolates between neighbouring order statistics and gives NaN where one of them is
+    infinite; the interval's bound is then infinite too, unless it falls exactly on the finite
+    neighbour.
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        linear = np.percentile(samples, [2.5, 97.5], axis=axis)
+    lower = np.percentile(samples, [2.5, 97.5], axis=axis, method="lower")
+    count = samples.size if axis is None else samples.shape[axis]
+    exact = np.array([(q / 100 * (count - 1)) % 1 == 0 for q in (2.5, 97.5)])
+    exact = exact.reshape((2,) + (1,) * (linear.ndim - 1))
+    bounds = np.where(np.isnan(linear), np.where(exact, lower, np.inf), linear)
+    return bounds[0], bounds[1]
+
+
 def summarize(final_losses: np.ndarray, samples: int, seed: int) -> dict[str, float]:
     """Mean, median and mean log10 of final losses, each with a 95% bootstrap interval.
 
@@ -50,8 +68,7 @@ def summarize(final_losses: np.ndarray, samples: int, seed: int) -> dict[str, fl
     summary: dict[str, float] = {}
     for name in point:
         summary[name] = float(point[name])
-        with np.errstate(invalid="ignore"):  # inf - inf while interpolating diverged resamples
-            low, high = np.percentile(boot[name], [2.5, 97.5])
+        low, high = interval95(boot[name])
         summary[f"{name}_ci"] = [float(low), float(high)]
     summary["geometric_mean"] = float(10.0 ** point["mean_log10"])
     summary["diverged"] = int((~np.isfinite(values)).sum())
@@ -62,7 +79,7 @@ def bootstrap_mean_interval(values: np.ndarray, samples: int, seed: int) -> list
     """95% percentile bootstrap interval of the mean of `values`."""
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
-    return [float(v) for v in np.percentile(means, [2.5, 97.5])]
+    return [float(v) for v in interval95(means)]
 
 
 def mean_curve(losses: np.ndarray, samples: int, seed: int, chunk: int = 100) -> dict[str, list[float]]:
@@ -79,8 +96,7 @@ def mean_curve(losses: np.ndarray, samples: int, seed: int, chunk: int = 100) ->
         index = rng.integers(0, problems, size=(min(chunk, samples - begin), problems))
         means.append(values[:, index].mean(axis=2))
     boot = np.concatenate(means, axis=1)
-    with np.errstate(invalid="ignore"):
-        low, high = np.percentile(boot, [2.5, 97.5], axis=1)
+    low, high = interval95(boot, axis=1)
     return {"mean": values.mean(axis=1).tolist(), "low": low.tolist(), "high": high.tolist()}
 
 

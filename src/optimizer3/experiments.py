@@ -20,7 +20,7 @@ from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
 from optimizer3.meta.checkpoint import meta_params_digest
 from optimizer3.plotting import plot_panels
 from optimizer3.provenance import code_version, describe_machine, machine
-from optimizer3.report import write_results
+from optimizer3.report import json_safe, write_results
 from optimizer3.tasks import TaskConfig
 from optimizer3.tasks.mlp import activation_names, parse_hidden
 from optimizer3.workers import compare_tasks
@@ -189,10 +189,10 @@ def write_summary(
     with atomic_path(run_dir / "experiments.png") as tmp:
         plot_panels({experiment.title: comparison.curves for experiment, comparison in outcomes.values()}, tmp)
     info = machine()
-    write_text_atomic(run_dir / "results.json", json.dumps({
+    write_text_atomic(run_dir / "results.json", json.dumps(json_safe({
         "command": command, "code_version": code_version(), "machine": info,
         "learned_optimizer": learned_source, "evaluation": to_dict(evaluation), "experiments": rows,
-    }, indent=1) + "\n")
+    }), indent=1, allow_nan=False) + "\n")
     markdown = (
         "# MNIST experiments of Andrychowicz et al. (2016), section 3.2\n\n"
         f"Learned optimizer: {learned_source}. Mean final training loss over "

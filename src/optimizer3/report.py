@@ -43,14 +43,14 @@ def markdown_table(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     # JSON has no infinity: a diverged statistic is written as null.
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -85,7 +85,8 @@ def write_results(
         "prefix_of": comparison.prefix_of,
         **(extra or {}),
     }
-    write_text_atomic(run_dir / "results.json", json.dumps(_json_safe(results), indent=1) + "\n")
+    text = json.dumps(json_safe(results), indent=1, allow_nan=False)
+    write_text_atomic(run_dir / "results.json", text + "\n")
     with atomic_path(run_dir / "loss_curves.png") as tmp:
         plot_loss_curves(comparison.curves, tmp, title)
     ratio_lines = "".join(
