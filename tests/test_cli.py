@@ -143,7 +143,11 @@ def test_a_run_config_file_is_a_preset_that_flags_override(tmp_path, reproduced)
     [("{not json", "Cannot read config file"),
      ('{"meta_train": {"horizon": 10, "warp": 3}}', "warp"),
      ('{"meta_train": {"horizon": "long"}}', "horizon"),
-     ('{"training": {}}', "meta_train and/or evaluation")],
+     ('{"training": {}}', "meta_train and/or evaluation"),
+     ('{"meta_train": {"task": {"hidden": [20.5]}}}', "Invalid hidden: [20.5]; expected a list of int"),
+     ('{"meta_train": {"task": {"mix_hidden": [40]}}}', "Invalid mix_hidden: [40]; expected a list of str"),
+     ('{"evaluation": {"baselines": []}}', "Invalid baselines: none given"),
+     ('{"evaluation": {"grid": {"max_extensions": -1}}}', "max_extensions: -1")],
 )
 def test_bad_config_files(tmp_path, capsys, content, needle):
     path = tmp_path / "config.json"
@@ -175,7 +179,8 @@ def test_a_batch_larger_than_the_data_is_refused(tmp_path, capsys, mnist_dir):
     [(["--baselines", "adamw"], ["adamw"]), (["--steps", "-5"], ["steps: -5"]),
      (["--test-seed", "1"], ["test_seed: 1"]), (["--task", "cubic"], ["cubic"]),
      (["--lr-min", "0"], ["[0.0, 1.0]"]), (["--activation", "sigmoid,swish"], ["'sigmoid,swish'", "commas"]),
-     (["--workers", "0"], ["workers: 0"])],
+     (["--workers", "0"], ["workers: 0"]), (["--lr-max", "inf"], ["[0.0001, inf]", "finite"]),
+     (["--test-seed", "-2"], ["test_seed: -2"])],
 )
 def test_bad_evaluate_input_touches_nothing(tmp_path, capsys, reproduced, extra, needles):
     out = tmp_path / "out"

@@ -15,7 +15,7 @@ from optimizer3.devices import DEVICE_HELP, check_device_name
 from optimizer3.errors import UsageError
 from optimizer3.learned.lstm import MATMUL_DTYPES, LSTMOptimizerConfig
 from optimizer3.meta.distributed import check_size
-from optimizer3.optim.baselines import check_baseline_names
+from optimizer3.optim.baselines import BASELINES, check_baseline_names
 from optimizer3.tasks import TaskConfig
 from optimizer3.tasks.mlp import activation_names
 
@@ -48,16 +48,19 @@ class LearningRateGrid:
     )
 
     def __post_init__(self) -> None:
-        if not 0 < self.lr_min < self.lr_max:
+        if not (0 < self.lr_min < self.lr_max and math.isfinite(self.lr_max)):
             raise UsageError(
                 f"Invalid learning-rate grid [{self.lr_min}, {self.lr_max}]; "
-                "use 0 < lr_min < lr_max"
+                "use finite 0 < lr_min < lr_max"
             )
         if self.per_decade < 3:
             raise UsageError(f"Invalid per_decade: {self.per_decade}; use 3 or more")
+        if self.max_extensions < 0:
+            raise UsageError(f"Invalid max_extensions: {self.max_extensions}; use 0 or more")
 
     def exponents(self) -> list[float]:
-        """log10 of every grid point, from lr_min to lr_max inclusive."""
+        """log10 of every grid point: from lr_min in steps of 1/per_decade of a decade, to the
+        point nearest lr_max (lr_max itself when the range is whole steps)."""
         lo, hi = math.log10(self.lr_min), math.log10(self.lr_max)
         count = round((hi - lo) * self.per_decade)
         return [lo + i / self.per_decade for i in range(count + 1)]
@@ -216,6 +219,10 @@ class EvaluationConfig:
 
     def __post_init__(self) -> None:
         check_baseline_names(self.baselines)
+        if not self.baselines:
+            raise UsageError(f"Invalid baselines: none given; name at least one of {', '.join(BASELINES)}")
+        if not 0 <= self.test_seed < 2**63:
+            raise UsageError(f"Invalid test_seed: {self.test_seed}; use an integer from 0 to 2^63 - 1")
         for name in ("test_problems", "tuning_problems", "bootstrap", "workers"):
             value = getattr(self, name)
             if value < 1:
@@ -261,6 +268,12 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
         elif typing.get_origin(hint) is tuple:
             if not isinstance(value, (list, tuple)):
                 raise UsageError(f"Invalid {name}: {value!r}; expected a list")
+            item = typing.get_args(hint)[0]  # tuple[item, ...]
+            for element in value:
+                try:
+                    _check_type(name, element, item)
+                except UsageError:
+                    raise UsageError(f"Invalid {name}: {value!r}; expected a list of {item.__name__}") from None
             value = tuple(value)
         elif hint in (int, float, str, bool):
             _check_type(name, value, hint)
