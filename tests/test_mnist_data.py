@@ -122,3 +122,30 @@ def test_a_failing_server_gives_a_clear_error(tmp_path, mnist_dir):
             mnist.locate(tmp_path / "data", mirrors=(server.url,), timeout=10)
     message = str(info.value)
     assert "download failed" in message and "500" in message and "--data-dir" in message
+
+
+def test_a_wrong_file_already_in_the_download_directory_is_refused_and_kept(tmp_path, mnist_dir):
+    target = tmp_path / "data"
+    target.mkdir()
+    stray = target / "train-labels-idx1-ubyte.gz"
+    stray.write_bytes((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())  # the wrong labels
+    with _Server(mnist_dir) as server:
+        with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz is not the canonical") as info:
+            mnist.locate(target, mirrors=(server.url,), timeout=10)
+    assert "move it away" in str(info.value)
+    assert stray.read_bytes() == (mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()
+
+
+def test_a_download_that_cannot_be_written_is_a_data_error(tmp_path, mnist_dir, monkeypatch):
+    import contextlib
+    import errno
+
+    @contextlib.contextmanager
+    def full_disk(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+        yield
+
+    monkeypatch.setattr(mnist, "atomic_path", full_disk)
+    with _Server(mnist_dir) as server:
+        with pytest.raises(DataError, match="cannot write .*No space left on device"):
+            mnist.locate(tmp_path / "data", mirrors=(server.url,), timeout=10)

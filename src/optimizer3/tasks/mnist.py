@@ -122,10 +122,26 @@ def download_files(target: pathlib.Path, mirrors: tuple[str, ...], timeout: floa
     paths = {}
     for key, name in FILES.items():
         path = target / f"{name}.gz"
-        if not path.is_file():
+        if path.is_file():
+            _check_kept(name, path)
+        else:
             _fetch_verified(name, path, mirrors, timeout)
         paths[key] = path
     return paths
+
+
+def _check_kept(name: str, path: pathlib.Path) -> None:
+    """Refuse a file already in the download directory that is not the canonical one (a
+    partial copy, another data set's file), rather than mix it with downloaded ones."""
+    try:
+        digest = hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
+    except (OSError, EOFError, ValueError) as error:
+        raise DataError(f"{path} is unreadable ({error}); move it away so that it can be downloaded again") from None
+    if digest != SHA256[name]:
+        raise DataError(
+            f"{path} is not the canonical {name} (SHA-256 {digest[:12]}…); move it away so that it "
+            "can be downloaded again"
+        )
 
 
 def _fetch_verified(name: str, path: pathlib.Path, mirrors: tuple[str, ...], timeout: float) -> None:
@@ -146,8 +162,11 @@ def _fetch_verified(name: str, path: pathlib.Path, mirrors: tuple[str, ...], tim
         if digest != SHA256[name]:
             failures.append(f"{url}: SHA-256 {digest[:12]}… does not match the canonical {SHA256[name][:12]}…")
             continue
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(compressed)
+        try:
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(compressed)
+        except OSError as error:
+            raise DataError(f"cannot write {path}: {error.strerror or error}") from None
         return
     raise DataError(f"could not download {name}: " + "; ".join(failures))
 
