@@ -63,7 +63,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: A
         except argparse.ArgumentError:
             if field.name not in SHARED_FLAGS:
                 raise
-            continue  # the flag exists already: shared
+            # The flag exists already: shared. Where the two configs read it differently, its
+            # help says both.
+            action = parser._option_string_actions[flag_name(field)]
+            if help_text not in action.help:
+                action.help += f"; for the {cls.__name__.removesuffix('Config').lower()}: {help_text}"
 
 
 def config_from_args(cls: type, args: argparse.Namespace, defaults: Any) -> Any:
