@@ -167,6 +167,51 @@ def test_missing_data_stops_before_the_run_directory_exists(tmp_path, capsys, mo
     assert not run_dir.exists()
 
 
+def _spoil(directory, how):
+    """Make the MNIST copy in `directory` bad in one way."""
+    import gzip
+
+    labels = directory / "train-labels-idx1-ubyte.gz"
+    if how == "missing":
+        labels.unlink()
+    elif how == "truncated":
+        images = directory / "train-images-idx3-ubyte.gz"
+        images.write_bytes(images.read_bytes()[:100_000])
+    elif how == "mislabeled":
+        data = bytearray(gzip.decompress(labels.read_bytes()))
+        data[8 + 17] = 12
+        labels.write_bytes(gzip.compress(bytes(data)))
+    elif how == "counts":
+        labels.write_bytes((directory / "t10k-labels-idx1-ubyte.gz").read_bytes())
+
+
+@pytest.mark.parametrize("how,needles", [
+    ("missing", ["lacks train-labels-idx1-ubyte", "--data-dir"]),
+    ("truncated", ["train-images-idx3-ubyte.gz is not a valid gzip file"]),
+    ("mislabeled", ["train-labels-idx1-ubyte.gz", "label 12"]),
+    ("counts", ["holds 60000 images but", "10000 labels"]),
+])
+def test_a_bad_data_directory_is_one_line_before_anything_is_written(tmp_path, capsys, monkeypatch, mnist_dir,
+                                                                     how, needles):
+    import shutil
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("OPTIMIZER3_DATA_DIR", raising=False)
+    monkeypatch.setattr("optimizer3.tasks.mnist.MIRRORS", ("http://127.0.0.1:9/",))
+    bad = tmp_path / "data"
+    shutil.copytree(mnist_dir, bad)
+    _spoil(bad, how)
+    _fails_cleanly(capsys, ["meta-train", "--task", "mnist", "--data-dir", str(bad), "--run-dir", str(tmp_path / "run"),
+                            "--quiet"], *needles)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_layer_of_zero_units_is_refused(tmp_path, capsys, mnist_dir):
+    _fails_cleanly(capsys, ["meta-train", "--task", "mnist", "--data-dir", str(mnist_dir), "--hidden", "20", "0",
+                            "--run-dir", str(tmp_path / "run")], "Invalid hidden layer sizes: [20, 0]")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_batch_larger_than_the_data_is_refused(tmp_path, capsys, mnist_dir):
     _fails_cleanly(capsys, ["meta-train", "--task", "mnist", "--data-dir", str(mnist_dir),
                             "--batch-size", "20000", "--run-dir", str(tmp_path / "run")],

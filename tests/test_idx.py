@@ -28,7 +28,8 @@ def test_round_trip_raw_and_gzip(tmp_path):
      (b"\x00\x00\x0d\x03" + b"\x00" * 12, "magic number 0x00000d03"),
      (b"\x00\x00\x08\x01" + struct.pack(">I", 5) + b"\x00" * 5, "1 dimensions; expected 3"),
      (b"\x00\x00\x08\x03" + b"\x00" * 4, "truncated inside its header"),
-     (b"\x00\x00\x08\x03" + struct.pack(">3I", 2, 2, 2) + b"\x00" * 7, "truncated or corrupt")],
+     (b"\x00\x00\x08\x03" + struct.pack(">3I", 2, 2, 2) + b"\x00" * 7, "holds 7 data bytes.*truncated or corrupt"),
+     (b"\x00\x00\x08\x03" + struct.pack(">3I", 2, 2, 2) + b"\x00" * 9, "holds 9 data bytes.*truncated or corrupt")],
 )
 def test_malformed_files_are_refused(data, match):
     with pytest.raises(DataError, match=match):
@@ -54,6 +55,15 @@ def test_arbitrary_bytes_parse_or_fail_cleanly(data):
     except DataError:
         return
     assert array.ndim == 1 and len(data) == 8 + array.size
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 255), max_size=30), st.binary(min_size=1, max_size=8), st.booleans())
+def test_a_valid_file_with_bytes_added_or_cut_is_refused(values, extra, cut):
+    data = _idx(np.array(values, dtype=np.uint8))
+    changed = data[: -len(extra)] if cut and len(values) >= len(extra) else data + extra
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        parse_idx(changed, "changed", ndim=1)
 
 
 @settings(max_examples=100, deadline=None)

@@ -21,11 +21,12 @@ def test_batched_instances_match_one_at_a_time_torch_modules(hidden, activation)
     family = MLPFamily(_fake_mnist(), hidden=hidden, activation=activation, batch_size=16, heldout=100)
     task = family.sample(5, torch.Generator())
     g = torch.Generator().manual_seed(1)
-    params = task.init(g).double()
+    params = task.init(g).double().requires_grad_()
     batch = task.sample_batch(g)
     task64 = dataclasses.replace(task, images=task.images.double())
     losses = task64.loss(params, batch)
     names = activation.split(",")  # instance i uses the (i mod n)-th
+    references = []
     for i in range(5):
         act = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}[names[i % len(names)]]
         offset, x = 0, task64.images[batch[i]]
@@ -37,8 +38,14 @@ def test_batched_instances_match_one_at_a_time_torch_modules(hidden, activation)
             x = x @ w + b
             if layer < len(task.shapes) - 1:
                 x = act(x)
-        torch.testing.assert_close(losses[i], F.cross_entropy(x, task.labels[batch[i]]))
+        references.append(F.cross_entropy(x, task.labels[batch[i]]))
+        torch.testing.assert_close(losses[i], references[i])
     assert offset == task.dim
+    # The gradients too: through the batched computation and through the one-at-a-time one.
+    (batched,) = torch.autograd.grad(losses.sum(), params)
+    (alone,) = torch.autograd.grad(torch.stack(references).sum(), params)
+    torch.testing.assert_close(batched, alone)
+    assert batched.abs().sum() > 0
 
 
 def test_an_instance_of_a_mixed_family_is_that_instance_of_its_own_activations_family():
@@ -106,10 +113,12 @@ def test_gradients_are_per_instance():
     batch = task.sample_batch(g)
     task64 = dataclasses.replace(task, images=task.images.double())
     (grads,) = torch.autograd.grad(task64.loss(params, batch).sum(), params)
-    single = params[:1].detach().clone().requires_grad_()
     one = dataclasses.replace(task, images=task.images.double(), num_problems=1)
-    (grad0,) = torch.autograd.grad(one.loss(single, batch[:1]).sum(), single)
-    torch.testing.assert_close(grads[:1], grad0)
+    for i in range(2):
+        single = params[i : i + 1].detach().clone().requires_grad_()
+        (alone,) = torch.autograd.grad(one.loss(single, batch[i : i + 1]).sum(), single)
+        torch.testing.assert_close(grads[i : i + 1], alone)
+    assert not torch.allclose(grads[0], grads[1])
 
 
 @pytest.mark.parametrize("hidden,activation", [((20,), "sigmoid"), ((9, 6), "sigmoid,relu")])
@@ -142,6 +151,7 @@ def test_splits_are_disjoint_and_accuracy_is_a_fraction():
     train = MLPFamily(data, heldout=100, batch_size=8).sample(1, torch.Generator())
     held = MLPFamily(data, heldout=100, batch_size=8, split="heldout").sample(1, torch.Generator())
     assert len(train.labels) == 200 and len(held.labels) == 100
+    assert torch.equal(train.images, data.train_images[:200])
     assert torch.equal(held.images, data.train_images[200:])
     accuracy = held.test_accuracy(held.init(torch.Generator().manual_seed(0)))
     assert accuracy.shape == (1,) and 0.0 <= float(accuracy) <= 1.0

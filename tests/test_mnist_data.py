@@ -28,6 +28,9 @@ def test_loads_real_mnist_with_the_documented_counts(mnist_dir):
 
 
 def test_search_order_flag_then_environment_then_cache(tmp_path, monkeypatch, mnist_dir):
+    # All three places hold the files, so each check sees which place wins.
+    cached = mnist.cache_dir() / "mnist"
+    shutil.copytree(mnist_dir, cached)
     env_dir = tmp_path / "env"
     shutil.copytree(mnist_dir, env_dir / "mnist")
     monkeypatch.setenv(mnist.ENV_VAR, str(env_dir))
@@ -36,8 +39,6 @@ def test_search_order_flag_then_environment_then_cache(tmp_path, monkeypatch, mn
     assert mnist.locate(flag_dir, download=False)["train_images"].parent == flag_dir
     assert mnist.locate(None, download=False)["train_images"].parent == env_dir / "mnist"
     monkeypatch.delenv(mnist.ENV_VAR)
-    cached = mnist.cache_dir() / "mnist"
-    shutil.copytree(mnist_dir, cached)
     assert mnist.locate(tmp_path / "empty", download=False)["train_images"].parent == cached
 
 
@@ -113,7 +114,7 @@ def test_a_corrupted_file_is_rejected_and_the_next_mirror_is_used(tmp_path, mnis
         with _Server(mnist_dir) as good:
             mnist.locate(tmp_path / "fallback", mirrors=(bad.url, good.url), timeout=10)
     restored = gzip.decompress((tmp_path / "fallback" / "t10k-labels-idx1-ubyte.gz").read_bytes())
-    assert restored != bytes(data)
+    assert restored == gzip.decompress((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
 
 
 def test_a_failing_server_gives_a_clear_error(tmp_path, mnist_dir):

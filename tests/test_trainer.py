@@ -28,6 +28,22 @@ def test_meta_training_lowers_the_validation_loss(tmp_path):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == TINY.trajectories
 
 
+def test_a_short_mnist_meta_training_lowers_the_meta_loss_and_the_validation_loss(mnist_dir):
+    # Real MNIST, a small MLP and a few trajectories: the paper's log/sign inputs, the output
+    # layer at zero (so the first updates are zero and the optimizee starts where it was drawn).
+    config = MetaTrainConfig(
+        task=TaskConfig(name="mnist", hidden=(8,), batch_size=32),
+        optimizer=LSTMOptimizerConfig(preprocessing="log_sign", output_init="zeros"),
+        horizon=20, unroll=5, problems=4, trajectories=12, meta_lr=0.01,
+        validation_problems=8, validate_every=4,
+    )
+    result = meta_train(config, progress=False, data_dir=str(mnist_dir))
+    losses = [record["meta_loss"] for record in result.history if "meta_loss" in record]
+    assert len(losses) == 12
+    assert sum(losses[-3:]) < 0.9 * sum(losses[:3])
+    assert result.best_validation < 0.9 * result.history[0]["validation_loss"]
+
+
 def test_meta_training_is_bit_for_bit_deterministic_per_seed():
     config = dataclasses.replace(TINY, trajectories=4)
     a = meta_train(config, progress=False).meta_params
@@ -42,6 +58,10 @@ def test_second_order_final_weighting_and_log_loss_run():
                                  meta_objective="log_loss")
     result = meta_train(config, progress=False)
     assert all(torch.isfinite(v).all() for v in result.meta_params.values())
+    # Each setting changes the meta-gradient: the same run without it ends elsewhere.
+    for change in ({"second_order": False}, {"loss_weights": "linear"}, {"meta_objective": "loss"}):
+        other = meta_train(dataclasses.replace(config, **change), progress=False).meta_params
+        assert not all(torch.equal(other[k], result.meta_params[k]) for k in other), change
 
 
 def test_truncations_without_weight_build_no_graph(monkeypatch):
@@ -81,8 +101,13 @@ def test_the_moving_average_of_the_meta_parameters_is_what_validation_measures_a
         config.validation_problems, torch.Generator().manual_seed(config.validation_seed))
     assert result.history[-1]["validation_loss"] == pytest.approx(validate(average, config, validation_task), rel=1e-6)
     assert validate(current, config, validation_task) != pytest.approx(result.history[-1]["validation_loss"], rel=1e-6)
+    # The kept best is the average of the checkpoint that validated best.
+    best = min(record["validation_loss"] for record in result.history if "validation_loss" in record)
+    assert result.best_validation == best
     if result.best_validation == result.history[-1]["validation_loss"]:
         assert all(torch.equal(result.best_meta_params[k], average[k]) for k in average)
+    else:
+        assert validate(result.best_meta_params, config, validation_task) == pytest.approx(best, rel=1e-6)
 
 
 def test_the_moving_average_follows_every_meta_step():

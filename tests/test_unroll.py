@@ -66,8 +66,25 @@ def test_detached_gradients_drop_second_derivatives_and_the_flag_keeps_them():
     difference = sum(float((a - b).abs().sum()) for a, b in zip(first, second))
     assert difference > 1e-8  # the Hessian term matters on a quadratic
 
+    # With the flag the meta-gradient is the meta-loss's true derivative: central differences
+    # of the unrolled meta-loss (float64) agree with it, and not with the first-order one.
+    index = list(meta).index("lstm.0.weight")
+    weight = meta["lstm.0.weight"]
+    for position in [(0, 0), (3, 5), (20, 70)]:
+        def meta_loss(shift):
+            with torch.no_grad():
+                weight[position] += shift
+            loss, _, _ = unroll(meta, config, task, carry, 4, torch.Generator(), second_order=True)
+            with torch.no_grad():
+                weight[position] -= shift
+            return float(loss.detach())
 
-def test_first_order_meta_gradient_matches_finite_differences_of_the_surrogate():
+        numeric = (meta_loss(1e-6) - meta_loss(-1e-6)) / 2e-6
+        assert abs(float(second[index][position]) - numeric) < 1e-6 * max(1.0, abs(numeric))
+        assert abs(float(first[index][position]) - numeric) > abs(float(second[index][position]) - numeric)
+
+
+def test_first_order_meta_gradient_matches_its_closed_form():
     # With gradients detached, the output bias b moves every update by output_scale * b and
     # changes nothing the LSTM sees, and d(loss at θ_s)/dθ_s is the optimizee gradient g_s.
     # So d(meta-loss)/db = scale * sum_s (number of updates before θ_s) * mean_n sum_i g_s.

@@ -72,18 +72,36 @@ def search_path(data_dir: str | os.PathLike[str] | None = None) -> list[pathlib.
     return places
 
 
+def _files_in(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Those of the four files that `folder` holds (each raw or .gz)."""
+    found = {}
+    for key, name in FILES.items():
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+    return found
+
+
 def find_files(directory: pathlib.Path) -> dict[str, pathlib.Path] | None:
     """The four files in `directory` or its `mnist/` subdirectory, or None if any is missing."""
     for folder in (directory, directory / "mnist"):
-        found = {}
-        for key, name in FILES.items():
-            for candidate in (folder / name, folder / f"{name}.gz"):
-                if candidate.is_file():
-                    found[key] = candidate
-                    break
+        found = _files_in(folder)
         if len(found) == len(FILES):
             return found
     return None
+
+
+def _incomplete(places: list[pathlib.Path]) -> str:
+    """What the places that hold some of the files but not all lack, for an error message."""
+    notes = []
+    for place in places:
+        for folder in (place, place / "mnist"):
+            found = _files_in(folder)
+            if found:
+                missing = [FILES[key] for key in FILES if key not in found]
+                notes.append(f"{folder} lacks {', '.join(missing)}")
+    return "".join(f" ({note})" for note in notes)
 
 
 def locate(
@@ -99,7 +117,7 @@ def locate(
         found = find_files(place)
         if found:
             return found
-    looked = ", ".join(str(p) for p in places)
+    looked = ", ".join(str(p) for p in places) + _incomplete(places)
     if not download:
         raise DataError(f"MNIST not found in {looked}; pass --data-dir or set {ENV_VAR}")
     target = places[0] / "mnist" if places[0] == cache_dir() else places[0]
