@@ -5,9 +5,10 @@
 For the MNIST MLP of the paper (15,910 parameters) and an MLP of about one million parameters:
 median time per `step()` of each optimizer, optimizer-state bytes per parameter, and the
 learned step's arithmetic rate against the bound that matters for it: this machine's
-float32 matrix-multiply throughput on the LSTM's own matrix shapes (a block of
-`chunk_rows(device)` coordinates times each layer's weight), measured here. A large square matrix
-product is timed too, for scale.
+float32 matrix-multiply throughput on the LSTM's own matrix products (each layer's transposed
+weight times the feature-major inputs of a block of `chunk_rows(device)` coordinates, as
+`learned.lstm` multiplies them), measured here. A large square matrix product is timed too,
+for scale.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def flops_per_coordinate(config: LSTMOptimizerConfig) -> int:
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def median_seconds(call, device: torch.device, repeats: int) -> float:
@@ -64,7 +65,8 @@ def median_seconds(call, device: torch.device, repeats: int) -> float:
 
 
 def gemm_bound(config: LSTMOptimizerConfig, device: torch.device, repeats: int) -> float:
-    """FLOP/s of float32 matrix products with the LSTM's shapes on blocks of `chunk_rows` rows."""
+    """FLOP/s of float32 matrix products with the LSTM step's shapes and orientation on blocks
+    of `chunk_rows` coordinates: [outputs, k] x [k, rows], the state feature-major."""
     rows = chunk_rows(device)
     shapes, fan_in = [], input_size(config.preprocessing)
     for _ in range(config.layers):
@@ -72,8 +74,8 @@ def gemm_bound(config: LSTMOptimizerConfig, device: torch.device, repeats: int) 
         fan_in = config.hidden_size
     shapes.append((config.hidden_size, 1))
     # Into preallocated outputs: the bound is the arithmetic, not the allocator.
-    operands = [(torch.randn(rows, k, device=device), torch.randn(k, n, device=device),
-                 torch.empty(rows, n, device=device)) for k, n in shapes]
+    operands = [(torch.randn(n, k, device=device), torch.randn(k, rows, device=device),
+                 torch.empty(n, rows, device=device)) for k, n in shapes]
     flops = sum(2 * rows * k * n for k, n in shapes)
     seconds = median_seconds(lambda: [torch.mm(a, b, out=c) for a, b, c in operands], device, repeats * 20)
     return flops / seconds
