@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Everything one lease of a GPU machine runs, in one call (trial 18 in docs/mnist.md, the GPU
-# rows of BENCHMARKS.md). From the repository root on the GPU machine, with the MNIST files in
-# $DATA and results written under $OUT:
+# Everything one lease of a GPU machine runs, in one call, prepared for trial 18 of
+# docs/mnist.md and not yet run on a GPU (the GPU rows of BENCHMARKS.md come from an earlier
+# session, with the commands written beside them). From the repository root on the GPU machine,
+# with the MNIST files in $DATA and results written under $OUT:
 #
 #     DATA=.mnist OUT=/tmp/out bash benchmarks/gpu_lease.sh
 #
 # 1. Six meta-training arms side by side on the one GPU (meta-graphs held a segment at a time,
-#    --recompute-every, so that all six fit in an H100's 80 GB), each ended by SIGTERM after
+#    --recompute-every, so that all six fit in 80 GB, less than the lent H200's), each ended by SIGTERM after
 #    $ARM_SECONDS (the run keeps its best so far and can be resumed), with the test suite beside
 #    them; their run directories come back whole as $OUT/runs.tar.gz, so that a good one can be
 #    exported with its command and machine.
@@ -36,7 +37,8 @@ mkdir -p "$OUT" "$RUNS"
 
 # The tests look for MNIST at ../shared/data/mnist beside the repository.
 if [ ! -e ../shared/data/mnist ]; then
-    mkdir -p ../shared/data && ln -s "$PWD/$DATA" ../shared/data/mnist
+    case "$DATA" in /*) target=$DATA ;; *) target=$PWD/$DATA ;; esac
+    mkdir -p ../shared/data && ln -s "$target" ../shared/data/mnist
 fi
 
 {

@@ -8,7 +8,7 @@ constant rates, by the shared protocol, on the test runs of an `optimizer3 evalu
 Adds to the baselines, for this process only, NAG and Adam whose learning rate decays over the
 run's steps (`--steps`, or the optimizer's meta-training horizon; set `--horizon` here if it
 is not 100) to zero, linearly (`_linear`) or by a half cosine (`_cosine`). The tuning protocol
-then picks each one's peak rate as it picks a constant rate. A learned optimizer can learn
+then picks each one's peak rate as it picks a constant rate. One process only (no `--workers`). A learned optimizer can learn
 such a schedule; this says how much one is worth to the baselines on the same runs.
 """
 
@@ -57,7 +57,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--horizon", type=int, default=100)
     parser.add_argument("--steps", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
     known, rest = parser.parse_known_args()
+    if known.workers != 1:
+        # Worker processes import the package afresh, without the baselines added below.
+        print(f"schedules.py: --workers {known.workers} is not supported: the scheduled baselines exist "
+              "in this process only; leave out --workers", file=sys.stderr)
+        return 2
     steps = known.steps or known.horizon
     argv = rest + (["--steps", str(known.steps)] if known.steps else [])
     for name, shape in SHAPES.items():

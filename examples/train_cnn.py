@@ -63,8 +63,10 @@ def train(make_optimizer, data, steps: int, batch_size: int, seed: int) -> tuple
 
 
 def final_loss(losses: list[float], window: int = 10) -> float:
-    """Mean training loss over the last `window` steps (single minibatch losses are noisy)."""
-    return sum(losses[-window:]) / window
+    """Mean training loss over the last `window` steps (single minibatch losses are noisy), or
+    over every step of a shorter run."""
+    last = losses[-window:]
+    return sum(last) / len(last)
 
 
 def main() -> None:
