@@ -28,6 +28,9 @@ OUTPUT_INITS = ("uniform", "zeros")
 UPDATE_FORMS = ("linear", "direction_magnitude", "gradient_mix")
 # The dtypes that the LSTM's matrix products may be computed in (`lstm_step`).
 MATMUL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# log/sign preprocessing multiplies small gradients by e^p and compares with e^-p: both must be
+# normal float32 numbers (e^88.7 overflows it).
+MAX_PREPROCESS_P = 80.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +98,11 @@ class LSTMOptimizerConfig:
         if self.hidden_size < 1:
             raise UsageError(f"Invalid LSTM hidden size: {self.hidden_size}; use 1 or more")
         input_size(self.preprocessing)
-        if not self.preprocess_p > 0:
-            raise UsageError(f"Invalid preprocess_p: {self.preprocess_p}; use a positive number")
+        if not 0 < self.preprocess_p <= MAX_PREPROCESS_P:
+            raise UsageError(
+                f"Invalid preprocess_p: {self.preprocess_p}; use a positive number up to "
+                f"{MAX_PREPROCESS_P} (e^p must fit in float32)"
+            )
         if not self.output_scale > 0:
             raise UsageError(f"Invalid output_scale: {self.output_scale}; use a positive number")
         if not self.mix_scale > 0:
@@ -303,8 +309,10 @@ def lstm_step(
       grads: the optimizee's gradients, one per coordinate, shape [rows].
       state: the recurrent state of every coordinate (`init_state`).
       config: the architecture.
-      matmul_dtype: the dtype of the LSTM layers' matrix products (`MATMUL_DTYPES`); their
-        results, the state and all element-wise work stay in the gradients' dtype.
+      matmul_dtype: the dtype of the LSTM layers' matrix products (`MATMUL_DTYPES`): with
+        bfloat16 the operands are rounded to it and each product, summed in float32, is rounded
+        to it once before it returns to the gradients' dtype, in which the state and all
+        element-wise work stay.
 
     Returns:
       (updates, new_state): `updates` has shape [rows] and is added to the parameters.

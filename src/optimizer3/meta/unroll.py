@@ -35,7 +35,10 @@ def normalize_losses(losses: torch.Tensor, initial_losses: torch.Tensor, clip: f
     """Each problem's loss clipped at `clip` times its initial loss, non-finite values at the cap.
 
     One blown-up problem then adds at most `clip` times its starting loss to the meta-loss, and
-    no gradient: it cannot dominate a meta-update. `clip` = 0 returns the losses unchanged.
+    no gradient while its parameters are finite: it cannot dominate a meta-update. Once its
+    parameters themselves are inf or NaN, the backward multiplies the cap's zero gradient by them
+    and the meta-gradient is NaN; the trainer then skips that meta-update (`train_trajectory`).
+    `clip` = 0 returns the losses unchanged.
     """
     if clip <= 0:
         return losses
