@@ -164,7 +164,14 @@ class LSTMState(NamedTuple):
 
 
 def meta_param_shapes(config: LSTMOptimizerConfig) -> dict[str, tuple[int, ...]]:
-    """Name and shape of every meta-parameter, in a fixed order."""
+    """Name and shape of every meta-parameter, in a fixed order.
+
+    For a reader of a checkpoint who knows `torch.nn.LSTM`: layer k's `lstm.k.weight` is
+    `[inputs + hidden, 4 * hidden]`, the transpose of torch's stacked input and recurrent
+    weights; its gates are ordered (input, forget, output, cell), not torch's (input, forget,
+    cell, output); there is one bias per layer, not two; and the cell candidate is an ordinary
+    tanh of its pre-activation (`lstm_step` computes it as 2 sigmoid(2x) - 1).
+    """
     hidden = config.hidden_size
     shapes: dict[str, tuple[int, ...]] = {}
     fan_in = config.input_size
