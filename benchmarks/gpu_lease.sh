@@ -7,9 +7,9 @@
 #     DATA=.mnist OUT=/tmp/out bash benchmarks/gpu_lease.sh
 #
 # 1. Six meta-training arms side by side on the one GPU (meta-graphs held a segment at a time,
-#    --recompute-every, so that all six fit in 80 GB, less than the lent H200's), each ended by SIGTERM after
-#    $ARM_SECONDS (the run keeps its best so far and can be resumed), with the test suite beside
-#    them; their run directories come back whole as $OUT/runs.tar.gz, so that a good one can be
+#    --recompute-every, so that all six fit in 80 GB, less than the lent H200's), each ended
+#    by SIGTERM after $ARM_SECONDS (the run keeps its best so far and can be resumed), with
+#    the test suite beside them; their run directories come back whole as $OUT/runs.tar.gz, so that a good one can be
 #    exported with its command and machine.
 # 2. Then, alone on the GPU, the speed of a meta-training trajectory (benchmarks/mnist.py) with
 #    float32 and bfloat16 products, eager and compiled.

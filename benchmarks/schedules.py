@@ -8,8 +8,9 @@ constant rates, by the shared protocol, on the test runs of an `optimizer3 evalu
 Adds to the baselines, for this process only, NAG and Adam whose learning rate decays over the
 run's steps (`--steps`, or the optimizer's meta-training horizon; set `--horizon` here if it
 is not 100) to zero, linearly (`_linear`) or by a half cosine (`_cosine`). The tuning protocol
-then picks each one's peak rate as it picks a constant rate. One process only (no `--workers`). A learned optimizer can learn
-such a schedule; this says how much one is worth to the baselines on the same runs.
+then picks each one's peak rate as it picks a constant rate, in one process (no `--workers`).
+A learned optimizer can learn such a schedule; this says how much one is worth to the
+baselines on the same runs.
 """
 
 from __future__ import annotations

@@ -48,6 +48,8 @@ def interval95(samples: np.ndarray, axis: int | None = None) -> tuple[np.ndarray
     samples = np.asarray(samples, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         linear = np.percentile(samples, [2.5, 97.5], axis=axis)
+    if not np.isnan(linear).any():  # nothing diverged near the bounds
+        return linear[0], linear[1]
     lower = np.percentile(samples, [2.5, 97.5], axis=axis, method="lower")
     count = samples.size if axis is None else samples.shape[axis]
     exact = np.array([(q / 100 * (count - 1)) % 1 == 0 for q in (2.5, 97.5)])

@@ -391,8 +391,8 @@ def step_function(compiled: bool = False) -> StepFunction:
     Compiling (TorchInductor) fuses the step's element-wise passes into a few loops, saving
     their memory traffic but not their exponentials: 12% to 17% faster in this project's CPU
     benchmarks, and no faster on small models (BENCHMARKS.md); in meta-training the compiled
-    step also keeps its sigmoids for the backward (`_lstm_step_saving_sigmoids`). It needs a C++ compiler on
-    CPU, the first calls of each kind (with or without autograd, new shapes) take seconds to
+    step also keeps its sigmoids for the backward (`_lstm_step_saving_sigmoids`). It needs a
+    C++ compiler on CPU, the first calls of each kind (with or without autograd, new shapes) take seconds to
     a minute to compile, and the results equal the eager step's to floating-point rounding,
     not bit for bit.
     """

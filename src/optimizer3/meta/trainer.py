@@ -398,8 +398,8 @@ def _advance(
     if state.consecutive_skips >= config.max_skips:
         raise MetaTrainingDiverged(
             f"Meta-training diverged: {state.consecutive_skips} trajectories in a row ended in a "
-            f"meta-update with a non-finite loss or gradient (trajectory {done}); the last good checkpoint is kept; "
-            "lower --meta-lr or set --loss-clip"
+            f"meta-update with a non-finite loss or gradient (trajectory {done}); the last good "
+            "checkpoint is kept; lower --meta-lr or set --loss-clip"
         )
     if done % config.validate_every == 0 or done == config.trajectories:
         validated = state.validated_params()

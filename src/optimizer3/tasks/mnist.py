@@ -148,13 +148,20 @@ def download_files(target: pathlib.Path, mirrors: tuple[str, ...], timeout: floa
     return paths
 
 
+def _uncompressed_sha256(compressed: bytes) -> str:
+    """SHA-256 of a gzip file's contents, the form in which the canonical values are given."""
+    return hashlib.sha256(gzip.decompress(compressed)).hexdigest()
+
+
 def _check_kept(name: str, path: pathlib.Path) -> None:
     """Refuse a file already in the download directory that is not the canonical one (a
     partial copy, another data set's file), rather than mix it with downloaded ones."""
     try:
-        digest = hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
+        digest = _uncompressed_sha256(path.read_bytes())
     except (OSError, EOFError, ValueError) as error:
-        raise DataError(f"{path} is unreadable ({error}); move it away so that it can be downloaded again") from None
+        raise DataError(
+            f"{path} is unreadable ({error}); move it away so that it can be downloaded again"
+        ) from None
     if digest != SHA256[name]:
         raise DataError(
             f"{path} is not the canonical {name} (SHA-256 {digest[:12]}…); move it away so that it "
@@ -169,14 +176,13 @@ def _fetch_verified(name: str, path: pathlib.Path, mirrors: tuple[str, ...], tim
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 compressed = response.read(MAX_BYTES + 1)
-            data = gzip.decompress(compressed)
+            digest = _uncompressed_sha256(compressed)
         except urllib.error.HTTPError as error:
             failures.append(f"{url}: HTTP {error.code} {error.reason}")
             continue
         except (urllib.error.URLError, OSError, EOFError, ValueError) as error:
             failures.append(f"{url}: {getattr(error, 'reason', error)}")
             continue
-        digest = hashlib.sha256(data).hexdigest()
         if digest != SHA256[name]:
             failures.append(f"{url}: SHA-256 {digest[:12]}… does not match the canonical {SHA256[name][:12]}…")
             continue
