@@ -354,6 +354,34 @@ def test_one_compile_flag_sets_both_configs():
     assert config_from_args(EvaluationConfig, args, EvaluationConfig()).compile
 
 
+def test_a_shared_flag_has_one_help_that_says_what_each_config_does_with_it():
+    import dataclasses
+
+    from optimizer3.flags import Parser, add_config_arguments
+
+    @dataclasses.dataclass
+    class FirstConfig:
+        workers: int = dataclasses.field(default=1, metadata={"help": "processes that train"})
+        seed: int = 0
+
+    @dataclasses.dataclass
+    class SecondConfig:
+        workers: int = dataclasses.field(default=1, metadata={"help": "processes that compare"})
+
+    @dataclasses.dataclass
+    class ClashingConfig:
+        seed: int = 1
+
+    parser = Parser(prog="p")
+    add_config_arguments(parser, FirstConfig, FirstConfig())
+    add_config_arguments(parser, SecondConfig, SecondConfig())
+    help_text = parser.config_flags["--workers"].help
+    assert help_text.startswith("processes that train") and help_text.endswith("for the second: processes that compare")
+    assert parser.parse_args(["--workers", "3"]).workers == 3
+    with pytest.raises(ValueError, match=r"ClashingConfig.seed: flag --seed exists already"):
+        add_config_arguments(parser, ClashingConfig, ClashingConfig())
+
+
 def test_compile_without_a_compiler_and_a_bad_start_stop_before_anything_is_written(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     _fails_cleanly(capsys, ["evaluate", "--pretrained", "quadratic", "--compile", "--run-dir",

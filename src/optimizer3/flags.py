@@ -18,7 +18,15 @@ from optimizer3.errors import UsageError
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line that names the problem, then exit status 2."""
+    """argparse, but a usage error is one line that names the problem, then exit status 2.
+
+    It also remembers the flags that `add_config_arguments` made, so that a second config with
+    a shared field can find the flag instead of adding it twice.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config_flags: dict[str, argparse.Action] = {}
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
@@ -31,12 +39,12 @@ def flag_name(field: dataclasses.Field) -> str:
     return "--" + field.metadata.get("flag", field.name).replace("_", "-")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: Any) -> None:
+def add_config_arguments(parser: Parser, cls: type, defaults: Any) -> None:
     """One flag per field of the (nested) dataclass `cls`; defaults shown from `defaults`.
 
-    A field in `SHARED_FLAGS` whose flag the parser already has (`compile`, `device` and
-    `workers` are in both the meta-training and the evaluation config) shares that flag: one
-    `--compile` sets both.
+    A field in `SHARED_FLAGS` whose flag an earlier config made on this parser (`compile`,
+    `device` and `workers` are in both the meta-training and the evaluation config) shares that
+    flag: one `--compile` sets both. Any other field whose flag exists is a programming error.
     """
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
@@ -45,8 +53,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: A
         if dataclasses.is_dataclass(hint):
             add_config_arguments(parser, hint, default)
             continue
+        name, help_text = flag_name(field), field.metadata.get("help", "").replace("%", "%%")
+        shared = parser.config_flags.get(name)
+        if shared is not None:
+            if field.name not in SHARED_FLAGS:
+                raise ValueError(f"{cls.__name__}.{field.name}: flag {name} exists already")
+            # Where the two configs read the shared flag differently, its help says both.
+            if help_text not in shared.help:
+                shared.help += f"; for the {cls.__name__.removesuffix('Config').lower()}: {help_text}"
+            continue
         kwargs: dict[str, Any] = {"dest": field.name, "default": None}
-        help_text = field.metadata.get("help", "").replace("%", "%%")
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(hint) is tuple:
@@ -58,16 +74,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: A
             kwargs["metavar"] = hint.__name__.upper()
             if "choices" in field.metadata:
                 kwargs.update(choices=field.metadata["choices"], metavar=None)
-        try:
-            group.add_argument(flag_name(field), help=f"{help_text} (default: {default})", **kwargs)
-        except argparse.ArgumentError:
-            if field.name not in SHARED_FLAGS:
-                raise
-            # The flag exists already: shared. Where the two configs read it differently, its
-            # help says both.
-            action = parser._option_string_actions[flag_name(field)]
-            if help_text not in action.help:
-                action.help += f"; for the {cls.__name__.removesuffix('Config').lower()}: {help_text}"
+        parser.config_flags[name] = group.add_argument(name, help=f"{help_text} (default: {default})", **kwargs)
 
 
 def config_from_args(cls: type, args: argparse.Namespace, defaults: Any) -> Any:
