@@ -124,6 +124,41 @@ def test_zero_output_init_starts_with_zero_updates_and_keeps_the_other_draws(upd
         LSTMOptimizerConfig(output_init="ones")
 
 
+@pytest.mark.parametrize("lr, mu", [(1.0, 0.9), (0.3, 0.5)])
+def test_an_output_bias_warm_start_is_torchs_nag_step_for_step(lr, mu):
+    from optimizer3.optim.learned import LearnedOptimizer
+
+    mix_scale = 10.0
+    config = LSTMOptimizerConfig(preprocessing="log_sign", update_form="gradient_mix", output_init="zeros",
+                                 momentum_inputs=(0.5, 0.9), mix_scale=mix_scale,
+                                 output_bias=(0.0, -lr / mix_scale, *[-lr * mu / ((1 - mu) * mix_scale)
+                                                                      if d == mu else 0.0 for d in (0.5, 0.9)]))
+    params = init_meta_params(config, torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert params["output.bias"].tolist() == list(config.output_bias)
+    target = torch.randn(30, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ours = torch.zeros(30, dtype=torch.float64, requires_grad=True)
+    theirs = torch.zeros(30, dtype=torch.float64, requires_grad=True)
+    learned = LearnedOptimizer([ours], params, config)
+    nag = torch.optim.SGD([theirs], lr=lr, momentum=mu, nesterov=True)
+    for _ in range(8):
+        for x, opt in ((ours, learned), (theirs, nag)):
+            opt.zero_grad()
+            ((x - target) ** 2 * torch.linspace(0.1, 1, 30, dtype=torch.float64)).sum().backward()
+            opt.step()
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(ours, torch.zeros(30, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"output_bias": (0.0, -0.1)}, r"output_bias: 2 values for an output layer of 4 \(update form gradient_mix"),
+    ({"output_bias": (0.0, -0.1, float("nan"), 0.0)}, "output_bias value: nan"),
+    ({"output_bias": (0.0, "a", 0.0, 0.0)}, "output_bias value: 'a'"),
+])
+def test_a_bad_output_bias_is_refused(kwargs, match):
+    with pytest.raises(UsageError, match=match):
+        LSTMOptimizerConfig(update_form="gradient_mix", momentum_inputs=(0.5, 0.9), **kwargs)
+
+
 def _textbook_lstm_step(params, grads, state, config):
     """The LSTM equations as written in the literature, with tanh, one gate at a time."""
     from optimizer3.learned.preprocess import preprocess

@@ -269,6 +269,10 @@ def test_a_run_can_start_from_another_runs_optimizer(tmp_path):
     assert result.history[0]["validation_loss"] == first.best_validation
     random_start = meta_train(dataclasses.replace(TINY, trajectories=2), progress=False)
     assert random_start.history[0]["validation_loss"] != first.best_validation
+    # How the first run's output layer was initialised does not matter to the second: a warm
+    # start's output bias is an initialization, not part of the architecture.
+    warm = dataclasses.replace(config, optimizer=dataclasses.replace(TINY.optimizer, output_bias=(-0.05,)))
+    assert meta_train(warm, progress=False).history[0]["validation_loss"] == first.best_validation
 
 
 def test_a_start_of_another_architecture_or_unknown_source_is_refused(tmp_path):

@@ -57,6 +57,17 @@ class LSTMOptimizerConfig:
                   "(the optimizer starts by not moving; needed for MNIST)",
                   "choices": OUTPUT_INITS},
     )
+    output_bias: tuple[float, ...] = dataclasses.field(
+        default=(),
+        metadata={"help": "initial output-layer bias, one value per output, in place of "
+                  "--output-init's; with --output-init zeros the optimizer starts as the fixed "
+                  "update these make. With gradient_mix the outputs are b, then a_j for the "
+                  "gradient and each moving average: torch's NAG at learning rate lr with momentum "
+                  "mu is a_g = -lr / mix_scale and a_mu = -lr mu / ((1 - mu) mix_scale), so 0 -0.1 "
+                  "0 -0.9 0 with --momentum-inputs 0.5 0.9 0.99 starts as NAG at lr 1 (a warm "
+                  "start, docs/mnist.md trial 27); none: --output-init's bias",
+                  "type": float},
+    )
     update_form: str = dataclasses.field(
         default="linear",
         metadata={"help": "how the output layer makes the update: linear (the paper: output_scale "
@@ -115,6 +126,17 @@ class LSTMOptimizerConfig:
             raise UsageError(
                 f"Unknown update_form: {self.update_form!r}; choose one of {', '.join(UPDATE_FORMS)}"
             )
+        object.__setattr__(self, "output_bias", tuple(self.output_bias))
+        if self.output_bias and len(self.output_bias) != output_count(self):
+            raise UsageError(
+                f"Invalid output_bias: {len(self.output_bias)} values for an output layer of "
+                f"{output_count(self)} (update form {self.update_form} with {len(self.momentum_inputs)} "
+                "moving averages); give one value per output"
+            )
+        for value in self.output_bias:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UsageError(f"Invalid output_bias value: {value!r}; use finite numbers")
+        object.__setattr__(self, "output_bias", tuple(float(v) for v in self.output_bias))
         for decay in self.momentum_inputs:
             if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
                 raise UsageError(
@@ -180,14 +202,20 @@ def meta_param_shapes(config: LSTMOptimizerConfig) -> dict[str, tuple[int, ...]]
         shapes[f"lstm.{layer}.weight"] = (fan_in + hidden, 4 * hidden)
         shapes[f"lstm.{layer}.bias"] = (4 * hidden,)
         fan_in = hidden
-    # direction_magnitude: column 0 is the direction d, column 1 the log-magnitude m.
-    # gradient_mix: column 0 is the bias b, then one coefficient per raw feature (the gradient,
-    # then each moving average).
-    outputs = {"linear": 1, "direction_magnitude": 2,
-               "gradient_mix": 2 + len(config.momentum_inputs)}[config.update_form]
-    shapes["output.weight"] = (hidden, outputs)
-    shapes["output.bias"] = (outputs,)
+    shapes["output.weight"] = (hidden, output_count(config))
+    shapes["output.bias"] = (output_count(config),)
     return shapes
+
+
+def output_count(config: LSTMOptimizerConfig) -> int:
+    """Outputs of the LSTM's output layer per coordinate.
+
+    linear: the update. direction_magnitude: column 0 is the direction d, column 1 the
+    log-magnitude m. gradient_mix: column 0 is the bias b, then one coefficient per raw feature
+    (the gradient, then each moving average).
+    """
+    return {"linear": 1, "direction_magnitude": 2,
+            "gradient_mix": 2 + len(config.momentum_inputs)}[config.update_form]
 
 
 def init_meta_params(
@@ -201,7 +229,9 @@ def init_meta_params(
     LSTM choice (Jozefowicz et al. 2015) that speeds up early meta-training. With
     `output_init="zeros"` the output layer starts at zero: the first updates are all zero
     instead of a random constant drift, which on MNIST saturates the optimizee's sigmoid units
-    and leaves meta-training stuck at the chance-level loss (see docs/mnist.md).
+    and leaves meta-training stuck at the chance-level loss (see docs/mnist.md). A given
+    `output_bias` replaces the output layer's initial bias (a warm start: with zero output
+    weights, the optimizer starts as the fixed update that the bias makes).
     """
     bound = 1.0 / math.sqrt(config.hidden_size)
     params: MetaParams = {}
@@ -212,6 +242,8 @@ def init_meta_params(
             tensor[hidden : 2 * hidden] += 1.0
         if name.startswith("output.") and config.output_init == "zeros":
             tensor.zero_()
+        if name == "output.bias" and config.output_bias:
+            tensor.copy_(torch.tensor(config.output_bias, dtype=dtype))
         params[name] = tensor
     return params
 

@@ -255,7 +255,7 @@ def starting_meta_params(config: MetaTrainConfig, generator: torch.Generator) ->
         return meta_params
     loaded, source = load_learned_optimizer(pretrained.resolve(config.init_from))
     ours, theirs = config.optimizer, source.optimizer
-    if dataclasses.replace(theirs, output_init=ours.output_init) != ours:
+    if dataclasses.replace(theirs, output_init=ours.output_init, output_bias=ours.output_bias) != ours:
         raise UsageError(
             f"--init-from {config.init_from} is an optimizer of architecture {theirs}; this run's is "
             f"{ours}; give the run the same --layers, --hidden-size, --preprocessing, --preprocess-p, "
