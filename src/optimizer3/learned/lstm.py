@@ -65,7 +65,7 @@ class LSTMOptimizerConfig:
                   "gradient and each moving average: torch's NAG at learning rate lr with momentum "
                   "mu is a_g = -lr / mix_scale and a_mu = -lr mu / ((1 - mu) mix_scale), so 0 -0.1 "
                   "0 -0.9 0 with --momentum-inputs 0.5 0.9 0.99 starts as NAG at lr 1 (a warm "
-                  "start, docs/mnist.md trial 27); none: --output-init's bias",
+                  "start, docs/mnist.md trial 27)",
                   "type": float},
     )
     update_form: str = dataclasses.field(
@@ -126,7 +126,6 @@ class LSTMOptimizerConfig:
             raise UsageError(
                 f"Unknown update_form: {self.update_form!r}; choose one of {', '.join(UPDATE_FORMS)}"
             )
-        object.__setattr__(self, "output_bias", tuple(self.output_bias))
         if self.output_bias and len(self.output_bias) != output_count(self):
             raise UsageError(
                 f"Invalid output_bias: {len(self.output_bias)} values for an output layer of "
