@@ -19,9 +19,10 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the optimizer3 command 
 
 import torch  # noqa: E402
 
-from optimizer3.config import MetaTrainConfig  # noqa: E402
 from optimizer3.learned.lstm import LSTMOptimizerConfig  # noqa: E402
+from optimizer3.meta.config import MetaTrainConfig  # noqa: E402
 from optimizer3.provenance import machine as machine_description  # noqa: E402
+from optimizer3.runtime import RuntimeConfig  # noqa: E402
 from optimizer3.tasks import TaskConfig, make_task_family  # noqa: E402
 from timing import best_meta_train_seconds, best_trajectory_seconds  # noqa: E402
 
@@ -35,14 +36,12 @@ def seconds_per_trajectory(
         optimizer=LSTMOptimizerConfig(preprocessing="log_sign", output_init="zeros"),
         problems=instances,
         unroll=unroll,
-        recompute_every=recompute_every,
-        compile=compile,
-        matmul_dtype=matmul_dtype,
-        device=device,
     )
+    runtime = RuntimeConfig(recompute_every=recompute_every, compile=compile, matmul_dtype=matmul_dtype,
+                            device=device)
     if workers is not None:  # through meta_train, which starts the worker processes
-        return best_meta_train_seconds(dataclasses.replace(config, workers=workers), repeats, data_dir)
-    return best_trajectory_seconds(config, repeats, data_dir)
+        return best_meta_train_seconds(config, repeats, data_dir, dataclasses.replace(runtime, workers=workers))
+    return best_trajectory_seconds(config, repeats, data_dir, runtime)
 
 
 def main() -> None:

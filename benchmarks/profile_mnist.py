@@ -18,8 +18,9 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the optimizer3 command 
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from optimizer3.config import MetaTrainConfig  # noqa: E402
 from optimizer3.learned.lstm import LSTMOptimizerConfig  # noqa: E402
+from optimizer3.meta.config import MetaTrainConfig  # noqa: E402
+from optimizer3.runtime import RuntimeConfig  # noqa: E402
 from optimizer3.tasks import TaskConfig  # noqa: E402
 from timing import trajectory_runner  # noqa: E402
 
@@ -37,9 +38,9 @@ def main() -> None:
     config = MetaTrainConfig(
         task=TaskConfig(name="mnist", hidden=(20,)),
         optimizer=LSTMOptimizerConfig(preprocessing="log_sign", output_init="zeros"),
-        problems=args.instances, compile=args.compile, matmul_dtype=args.matmul_dtype,
+        problems=args.instances,
     )
-    run = trajectory_runner(config, args.data_dir)
+    run = trajectory_runner(config, args.data_dir, RuntimeConfig(compile=args.compile, matmul_dtype=args.matmul_dtype))
     run()
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         run()

@@ -23,11 +23,11 @@ import time
 
 import torch
 
-from optimizer3.config import MetaTrainConfig
+from optimizer3.evaluation.runs import run_baseline, run_learned
 from optimizer3.learned.lstm import init_meta_params
+from optimizer3.meta.config import MetaTrainConfig
 from optimizer3.provenance import machine as machine_description
 from optimizer3.tasks import TaskConfig, make_task_family
-from optimizer3.trajectories import run_baseline, run_learned
 from timing import best_trajectory_seconds, trajectory_runner
 
 
@@ -69,7 +69,7 @@ def evaluation_seconds() -> float:
     task = family.sample(1000, torch.Generator().manual_seed(2))
     meta_params = init_meta_params(config.optimizer, torch.Generator().manual_seed(0))
     began = time.perf_counter()
-    run_learned(meta_params, config.optimizer, task, 100, seed=2)
+    run_learned((meta_params, config.optimizer), task, 100, seed=2)
     for name, lr in (("sgd", 0.01), ("nag", 0.01), ("rmsprop", 0.01), ("adam", 0.1)):
         run_baseline(name, lr, task, 100, seed=2)
     return time.perf_counter() - began

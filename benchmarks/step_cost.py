@@ -7,7 +7,7 @@ median time per `step()` of each optimizer, optimizer-state bytes per parameter,
 learned step's arithmetic rate against the bound that matters for it: this machine's
 float32 matrix-multiply throughput on the LSTM's own matrix products (each layer's transposed
 weight times the feature-major inputs of a block of `chunk_rows(device)` coordinates, as
-`learned.lstm` multiplies them), measured here. A large square matrix product is timed too,
+`learned.lstm_fast` multiplies them), measured here. A large square matrix product is timed too,
 for scale.
 """
 
@@ -20,7 +20,7 @@ import time
 import torch
 
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
-from optimizer3.learned.preprocess import input_size
+from optimizer3.learned.features import input_size
 from optimizer3.optim import learned as learned_module
 from optimizer3.optim.learned import LearnedOptimizer, chunk_rows
 from optimizer3.provenance import describe_machine, machine

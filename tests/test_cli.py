@@ -99,7 +99,7 @@ def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, capsys, repro
     _fails_cleanly(capsys, ["meta-train", "--run-dir", str(blocker / "run"), *TINY],
                    "Cannot create run directory", str(blocker / "run"))
     out = blocker / "pretrained"
-    _fails_cleanly(capsys, ["export", str(reproduced), "--name", "tiny", "--out", str(out), "--description", "x"],
+    _fails_cleanly(capsys, ["export", str(reproduced), "--name", "tiny", "--out", str(out), "--purpose", "p", "--description", "x"],
                    "Cannot create the output directory", str(out))
     assert blocker.read_text() == "mine"
 
@@ -119,13 +119,43 @@ def test_bad_checkpoints(tmp_path, capsys, reproduced):
     assert not out.exists()
 
 
-def test_help_documents_every_knob(capsys):
+def test_help_documents_every_knob_in_groups_for_users(capsys):
     with pytest.raises(SystemExit):
-        main(["reproduce", "--help"])
+        main(["reproduce", "quadratic", "--help"])
     text = capsys.readouterr().out
     for flag in ("--horizon", "--unroll", "--meta-lr", "--second-order", "--preprocessing",
-                 "--output-scale", "--clip-grad-norm", "--loss-weights", "--lr-min", "--test-seed"):
+                 "--output-scale", "--clip-grad-norm", "--loss-weights", "--lr-min", "--test-seed", "--device"):
         assert flag in text
+    for title in ("task:", "learned-optimizer architecture:", "meta-training:", "evaluation:", "how it computes:"):
+        assert f"\n{title}\n" in text
+    assert "Config:" not in text
+
+
+def _help(capsys, *argv):
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_shows_the_defaults_that_apply_to_each_command_and_experiment(capsys):
+    assert "held-out test problems (default: 1000)" in _help(capsys, "reproduce", "quadratic")
+    mnist = _help(capsys, "reproduce", "mnist")
+    assert "held-out test problems (default: 100)" in mnist and "smallest learning rate tried (default: 0.001)" in mnist
+    assert "seed of meta-parameter initialization and training problems (default: the recipe's)" in mnist
+    evaluate = _help(capsys, "evaluate")
+    assert "(default: the optimizer's training task's)" in evaluate and "--matmul-dtype" not in evaluate
+    assert "--recompute-every" in _help(capsys, "meta-train")
+
+
+def test_version_and_errors_that_point_at_the_subcommands_help(capsys):
+    from optimizer3 import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith(f"optimizer3 {__version__} (torch ")
+    _fails_cleanly(capsys, ["meta-train", "--horizon", "x"], "see 'optimizer3 meta-train --help'")
+    _fails_cleanly(capsys, ["reproduce", "quadratic", "--horizon", "0", "--run-dir", "nowhere"],
+                   "horizon: 0", "(see 'optimizer3 reproduce quadratic --help')")
 
 
 def test_a_run_config_file_is_a_preset_that_flags_override(tmp_path, reproduced):
@@ -242,7 +272,7 @@ def test_export_then_list_and_evaluate_the_exported_optimizer(tmp_path, reproduc
 
     out = tmp_path / "pretrained"
     assert main(["export", str(reproduced), "--name", "tiny", "--out", str(out),
-                 "--description", "a test optimizer"]) == 0
+                 "--purpose", "a test optimizer", "--description", "made by a test"]) == 0
     card = json.loads((out / "tiny.json").read_text())
     assert card["sha256"] == pretrained.sha256(out / "tiny.pt")
     assert card["meta_training"]["command"].startswith("optimizer3 reproduce quadratic")
@@ -253,7 +283,7 @@ def test_export_then_list_and_evaluate_the_exported_optimizer(tmp_path, reproduc
 
     # Nothing is overwritten without --overwrite.
     before = (out / "tiny.pt").read_bytes()
-    assert main(["export", str(reproduced), "--name", "tiny", "--out", str(out), "--description", "x"]) == 2
+    assert main(["export", str(reproduced), "--name", "tiny", "--out", str(out), "--purpose", "p", "--description", "x"]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert (out / "tiny.pt").read_bytes() == before
 
@@ -261,7 +291,8 @@ def test_export_then_list_and_evaluate_the_exported_optimizer(tmp_path, reproduc
     capsys.readouterr()
     assert main(["list-pretrained"]) == 0
     listing = capsys.readouterr().out
-    assert listing.startswith("tiny: a test optimizer") and "optimizer3 reproduce quadratic" in listing
+    assert listing.startswith("Which one to use:") and "\ntiny: a test optimizer\n" in listing
+    assert "optimizer3 reproduce quadratic" in listing
     run_dir = tmp_path / "eval"
     assert main(["evaluate", "--pretrained", "tiny", "--run-dir", str(run_dir), "--quiet", "--threads", "1",
                  *TINY_EVAL]) == 0
@@ -279,7 +310,7 @@ def test_export_refuses_an_evaluation_of_another_run(tmp_path, reproduced, capsy
     other = tmp_path / "other"
     assert main(["meta-train", "--run-dir", str(other), *TINY, "--seed", "5"]) == 0
     code = main(["export", str(other), "--name", "x", "--evaluation", str(reproduced),
-                 "--out", str(tmp_path / "out"), "--description", "x"])
+                 "--out", str(tmp_path / "out"), "--purpose", "p", "--description", "x"])
     assert code == 2
     assert "is not an evaluation of the best optimizer" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -288,7 +319,7 @@ def test_export_refuses_an_evaluation_of_another_run(tmp_path, reproduced, capsy
     assert main(["evaluate", "--checkpoint", str(reproduced / "checkpoint.pt"), "--dim", "6", "--run-dir",
                  str(wider), "--quiet", "--threads", "1", *TINY_EVAL]) == 0
     code = main(["export", str(reproduced), "--name", "x", "--evaluation", str(wider),
-                 "--out", str(tmp_path / "out"), "--description", "x"])
+                 "--out", str(tmp_path / "out"), "--purpose", "p", "--description", "x"])
     assert code == 2 and "on its training task" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -299,11 +330,11 @@ def test_export_from_a_run_without_its_log_writes_nothing(tmp_path, reproduced, 
     run = tmp_path / "run"
     shutil.copytree(reproduced, run)
     out = tmp_path / "pretrained"
-    assert main(["export", str(run), "--name", "tiny", "--out", str(out), "--description", "x"]) == 0
+    assert main(["export", str(run), "--name", "tiny", "--out", str(out), "--purpose", "p", "--description", "x"]) == 0
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     (run / "metrics.jsonl").unlink()
     for name, extra in (("tiny", ["--overwrite"]), ("other", [])):
-        code = main(["export", str(run), "--name", name, "--out", str(out), "--description", "y", *extra])
+        code = main(["export", str(run), "--name", name, "--out", str(out), "--purpose", "p", "--description", "y", *extra])
         assert code == 2 and "Cannot read the meta-training log" in capsys.readouterr().err
         assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
@@ -328,12 +359,12 @@ def test_overwrite_removes_the_old_runs_checkpoint_before_training(tmp_path, mon
 
 
 def test_meta_train_from_a_shipped_optimizer_records_which_one(tmp_path, capsys):
-    from optimizer3.meta.checkpoint import load_learned_optimizer, meta_params_digest
     from optimizer3 import pretrained
+    from optimizer3.learned.files import load_learned_optimizer, meta_params_digest
 
     run_dir = tmp_path / "fine-tune"
     assert main(["meta-train", "--init-from", "quadratic", "--run-dir", str(run_dir), *TINY]) == 0
-    shipped, _ = load_learned_optimizer(pretrained.pretrained_path("quadratic"))
+    shipped = load_learned_optimizer(pretrained.pretrained_path("quadratic")).meta_params
     run = json.loads((run_dir / "run.json").read_text())
     assert run["init_from_meta_params_sha256"] == meta_params_digest(shipped)
     assert json.loads((run_dir / "config.json").read_text())["meta_train"]["init_from"] == "quadratic"
@@ -344,42 +375,13 @@ def test_meta_train_from_a_shipped_optimizer_records_which_one(tmp_path, capsys)
     assert not (tmp_path / "other").exists()
 
 
-def test_one_compile_flag_sets_both_configs():
+def test_runtime_flags_make_one_runtime_config_apart_from_the_experiment():
     from optimizer3.cli import build_parser
-    from optimizer3.config import EvaluationConfig, MetaTrainConfig
     from optimizer3.flags import config_from_args
+    from optimizer3.runtime import RuntimeConfig
 
-    args = build_parser().parse_args(["reproduce", "quadratic", "--compile"])
-    assert config_from_args(MetaTrainConfig, args, MetaTrainConfig()).compile
-    assert config_from_args(EvaluationConfig, args, EvaluationConfig()).compile
-
-
-def test_a_shared_flag_has_one_help_that_says_what_each_config_does_with_it():
-    import dataclasses
-
-    from optimizer3.flags import Parser, add_config_arguments
-
-    @dataclasses.dataclass
-    class FirstConfig:
-        workers: int = dataclasses.field(default=1, metadata={"help": "processes that train"})
-        seed: int = 0
-
-    @dataclasses.dataclass
-    class SecondConfig:
-        workers: int = dataclasses.field(default=1, metadata={"help": "processes that compare"})
-
-    @dataclasses.dataclass
-    class ClashingConfig:
-        seed: int = 1
-
-    parser = Parser(prog="p")
-    add_config_arguments(parser, FirstConfig, FirstConfig())
-    add_config_arguments(parser, SecondConfig, SecondConfig())
-    help_text = parser.config_flags["--workers"].help
-    assert help_text.startswith("processes that train") and help_text.endswith("for the second: processes that compare")
-    assert parser.parse_args(["--workers", "3"]).workers == 3
-    with pytest.raises(ValueError, match=r"ClashingConfig.seed: flag --seed exists already"):
-        add_config_arguments(parser, ClashingConfig, ClashingConfig())
+    args = build_parser().parse_args(["reproduce", "quadratic", "--compile", "--workers", "2", "--threads", "1"])
+    assert config_from_args(RuntimeConfig, args, RuntimeConfig()) == RuntimeConfig(compile=True, workers=2, threads=1)
 
 
 def test_compile_without_a_compiler_and_a_bad_start_stop_before_anything_is_written(tmp_path, capsys, monkeypatch):

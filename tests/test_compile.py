@@ -5,7 +5,8 @@ import shutil
 import pytest
 import torch
 
-from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params, lstm_step, step_function
+from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
+from optimizer3.learned.lstm_fast import lstm_step, step_function
 from optimizer3.meta.unroll import start, unroll
 from optimizer3.optim.learned import LearnedOptimizer
 from optimizer3.tasks.quadratic import QuadraticFamily
@@ -84,8 +85,8 @@ def test_compiled_meta_gradient_matches_the_eager_one(matmul_dtype, rtol, config
 
 def test_compiled_meta_graph_keeps_the_sigmoids(monkeypatch):
     # The compiled step's backward uses the forward's sigmoids instead of recomputing them
-    # (learned.lstm._lstm_step_saving_sigmoids): the checkpoint policy sees them while tracing.
-    from optimizer3.learned import lstm
+    # (learned.lstm_fast._lstm_step_saving_sigmoids): the checkpoint policy sees them while tracing.
+    from optimizer3.learned import lstm_fast as lstm
 
     asked, original = [], lstm._save_sigmoids
 
@@ -101,3 +102,27 @@ def test_compiled_meta_graph_keeps_the_sigmoids(monkeypatch):
     meta_loss.backward()
     assert torch.ops.aten.sigmoid.default in asked
     assert original(None, torch.ops.aten.sigmoid.default) == torch.utils.checkpoint.CheckpointPolicy.MUST_SAVE
+
+
+def test_a_compiled_step_inside_recomputed_segments_gives_the_same_meta_gradient():
+    # Recomputation (torch.utils.checkpoint around segments) wraps the compiled step's own
+    # selective checkpoint: the meta-gradient must not change.
+    import dataclasses
+
+    from optimizer3.meta.config import MetaTrainConfig
+    from optimizer3.meta.truncated_bptt import meta_gradient
+    from optimizer3.runtime import RuntimeConfig
+    from optimizer3.tasks import TaskConfig
+
+    config = MetaTrainConfig(task=TaskConfig(dim=6), optimizer=MIX_CONFIG, horizon=8, unroll=8)
+    task = QuadraticFamily(dim=6).sample(8, torch.Generator().manual_seed(1))
+    grads = []
+    for runtime in (RuntimeConfig(), RuntimeConfig(compile=True, recompute_every=3)):
+        meta = {k: v.requires_grad_() for k, v in _meta(MIX_CONFIG).items()}
+        meta["output.weight"].data.normal_(0.0, 0.01, generator=torch.Generator().manual_seed(4))
+        carry, _ = start(task, MIX_CONFIG, torch.Generator().manual_seed(2))
+        meta_gradient(meta, dataclasses.replace(config), runtime, task, carry, torch.Generator().manual_seed(3),
+                      torch.ones(8))
+        grads.append(torch.cat([v.grad.flatten() for v in meta.values()]))
+    assert grads[0].norm() > 0
+    assert (grads[1] - grads[0]).norm() <= 1e-4 * grads[0].norm()

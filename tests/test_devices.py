@@ -4,26 +4,25 @@ The CUDA tests run only where a GPU is present; on a CPU-only machine the refusa
 `--device cuda` is tested instead.
 """
 
-import dataclasses
 import math
 
 import pytest
 import torch
 
 from optimizer3.cli import main
-from optimizer3.config import EvaluationConfig, MetaTrainConfig
-from optimizer3.devices import check_device_name, device_from_name
 from optimizer3.errors import UsageError
-from optimizer3.evaluate import compare
+from optimizer3.evaluation.compare import compare
+from optimizer3.evaluation.config import EvaluationConfig, LearningRateGrid
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.meta.checkpoint import load_checkpoint
+from optimizer3.meta.config import MetaTrainConfig
 from optimizer3.meta.trainer import meta_train
-from optimizer3.optim.tuning import LearningRateGrid
+from optimizer3.runtime import RuntimeConfig, check_device_name, device_from_name
 from optimizer3.tasks import TaskConfig, make_task_family
 from optimizer3.tasks.mlp import MLPFamily
 from optimizer3.tasks.mnist import on_device
 from optimizer3.tasks.quadratic import QuadraticFamily
-from optimizer3.trajectories import run_baseline, run_learned
+from optimizer3.evaluation.runs import run_baseline, run_learned
 from test_mlp import _fake_mnist
 
 CUDA = torch.cuda.is_available()
@@ -39,13 +38,11 @@ def test_a_name_that_is_no_supported_device_is_refused(name):
     with pytest.raises(UsageError, match="use cpu, cuda or cuda:N"):
         check_device_name(name)
     with pytest.raises(UsageError, match="Invalid device"):
-        MetaTrainConfig(device=name)
-    with pytest.raises(UsageError, match="Invalid device"):
-        EvaluationConfig(device=name)
+        RuntimeConfig(device=name)
 
 
 def test_cpu_is_the_default_and_the_tasks_live_there():
-    assert MetaTrainConfig().device == EvaluationConfig().device == "cpu"
+    assert RuntimeConfig().device == "cpu"
     assert device_from_name("cpu") == torch.device("cpu")
     task = make_task_family(TaskConfig(dim=3), device="cpu").sample(2, torch.Generator())
     assert task.weights.device.type == "cpu"
@@ -60,15 +57,6 @@ def test_a_run_may_be_resumed_on_another_device_but_with_no_other_change(tmp_pat
     assert "is complete" in capsys.readouterr().out
     assert main(["meta-train", "--resume", str(run_dir), "--device", "cpu", "--horizon", "8"]) == 2
     assert "drop --horizon" in capsys.readouterr().err
-
-
-def test_one_device_flag_sets_both_configs():
-    from optimizer3.cli import build_parser
-    from optimizer3.flags import config_from_args
-
-    args = build_parser().parse_args(["reproduce", "quadratic", "--device", "cuda:1"])
-    assert config_from_args(MetaTrainConfig, args, MetaTrainConfig()).device == "cuda:1"
-    assert config_from_args(EvaluationConfig, args, EvaluationConfig()).device == "cuda:1"
 
 
 @pytest.mark.skipif(CUDA, reason="this machine has a CUDA device")
@@ -111,7 +99,7 @@ def test_tasks_on_cuda_draw_the_same_problems_and_minibatches():
 @needs_cuda
 def test_meta_training_on_cuda_follows_the_cpu_run_and_saves_cpu_tensors(tmp_path):
     cpu = meta_train(TINY, progress=False)
-    gpu = meta_train(dataclasses.replace(TINY, device="cuda"), tmp_path, progress=False)
+    gpu = meta_train(TINY, RuntimeConfig(device="cuda"), tmp_path, progress=False)
     # Same start, same problems: the first validation and the first trajectory's meta-loss agree
     # to rounding (later ones drift apart as rounding differences feed back through the meta-steps).
     assert gpu.history[0]["validation_loss"] == pytest.approx(cpu.history[0]["validation_loss"], rel=1e-4)
@@ -134,12 +122,13 @@ def test_optimizer_runs_on_cuda_match_the_cpu_ones_and_a_comparison_runs_there()
                 for device in ("cpu", "cuda")}
     tasks = {device: family.sample(4, torch.Generator()) for device, family in families.items()}
     for run in (lambda task: run_baseline("adam", 0.01, task, 15, seed=3),
-                lambda task: run_learned(meta_params, config, task, 15, seed=3)):
+                lambda task: run_learned((meta_params, config), task, 15, seed=3)):
         cpu, gpu = run(tasks["cpu"]), run(tasks["cuda"])
         assert gpu.params.is_cuda and gpu.losses.device.type == "cpu"
         torch.testing.assert_close(gpu.losses, cpu.losses, rtol=1e-3, atol=1e-4)
-    comparison = compare((meta_params, config), families["cuda"], baselines=("sgd", "adam"), steps=10,
-                         test_problems=8, test_seed=2, tuning_problems=4, tuning_seed=1,
-                         grid=LearningRateGrid(1e-2, 1.0, per_decade=3), bootstrap=20)
+    evaluation = EvaluationConfig(baselines=("sgd", "adam"), test_problems=8, tuning_problems=4, bootstrap=20,
+                                  grid=LearningRateGrid(1e-2, 1.0, per_decade=3))
+    comparison = compare((meta_params, config), families["cuda"], evaluation, (10,), tuning_seed=1,
+                         runtime=RuntimeConfig(device="cuda"))[10]
     for summary in comparison.summaries.values():
         assert math.isfinite(summary["mean"]) and 0 <= summary["test_accuracy"] <= 1

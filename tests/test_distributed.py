@@ -1,24 +1,24 @@
 """Data-parallel meta-training: processes that split the problems train as one process does."""
 
-import dataclasses
 import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from hypothesis import given, strategies as st
 
 from optimizer3.cli import main
-from optimizer3.config import MetaTrainConfig
+from optimizer3.meta.config import MetaTrainConfig
 from optimizer3.meta.checkpoint import load_checkpoint
 from optimizer3.meta import distributed
 from optimizer3.meta.distributed import Group, current_group, rows, run_workers
 from optimizer3.learned.lstm import LSTMOptimizerConfig
 from optimizer3.meta.trainer import meta_train
+from optimizer3.runtime import RuntimeConfig
 from optimizer3.tasks import TaskConfig, make_task_family
+from conftest import run_stopping_at
 
 
 @given(st.integers(1, 200), st.integers(1, 16))
@@ -65,7 +65,7 @@ SMALL = MetaTrainConfig(task=TaskConfig(dim=4), horizon=20, unroll=5, problems=5
 @pytest.mark.parametrize("workers", [2, 3])
 def test_workers_train_as_one_process_does(workers):
     one = meta_train(SMALL, progress=False)
-    split = meta_train(dataclasses.replace(SMALL, workers=workers), progress=False)
+    split = meta_train(SMALL, RuntimeConfig(workers=workers), progress=False)
     for name, tensor in one.meta_params.items():
         assert torch.allclose(split.meta_params[name], tensor, rtol=1e-5, atol=1e-7), name
     assert split.best_validation == pytest.approx(one.best_validation, rel=1e-5)
@@ -84,7 +84,7 @@ def test_workers_train_a_mixed_mlp_family_as_one_process_does(mnist_dir):
         horizon=6, unroll=3, problems=6, trajectories=2, validation_problems=4, validate_every=1, meta_lr=0.01,
     )
     one = meta_train(config, progress=False, data_dir=str(mnist_dir))
-    split = meta_train(dataclasses.replace(config, workers=4), progress=False, data_dir=str(mnist_dir))
+    split = meta_train(config, RuntimeConfig(workers=4), progress=False, data_dir=str(mnist_dir))
     for name, tensor in one.meta_params.items():
         assert torch.allclose(split.meta_params[name], tensor, rtol=1e-5, atol=1e-7), name
     assert [h["validation_loss"] for h in split.history] == pytest.approx(
@@ -114,23 +114,16 @@ RUN = ["--dim", "4", "--horizon", "20", "--unroll", "5", "--problems", "6", "--t
 
 def test_an_interrupted_run_of_workers_stops_together_and_resumes_in_one_process(tmp_path):
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "optimizer3", "meta-train", "--run-dir", str(run_dir),
-                                "--workers", "2", "--threads", "2", *RUN],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run_dir / "checkpoint.pt").exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)  # to process 0 alone: the workers must stop with it
-    _, err = process.communicate(timeout=120)
-    if process.returncode == 0:
-        pytest.skip("the run finished before the signal arrived")
-    assert process.returncode == 130 and "--resume" in err and "Traceback" not in err, err
-    stopped = load_checkpoint(run_dir / "checkpoint.pt")
-    assert stopped["trajectory"] < 40 and stopped["config"].workers == 2
+    # SIGTERM to process 0 alone, during trajectory 5: the workers must stop with it.
+    stopped = run_stopping_at(signal.SIGTERM, 5, "meta-train", "--run-dir", str(run_dir), "--workers", "2",
+                              "--threads", "2", *RUN)
+    assert stopped.returncode == 130 and "--resume" in stopped.stderr and "Traceback" not in stopped.stderr, \
+        stopped.stderr
+    assert load_checkpoint(run_dir / "checkpoint.pt")["trajectory"] == 5
     assert main(["meta-train", "--resume", str(run_dir), "--workers", "1", "--threads", "1", "--quiet"]) == 0
     assert load_checkpoint(run_dir / "checkpoint.pt")["trajectory"] == 40
-    (entry,) = json.loads((run_dir / "run.json").read_text())["resumes"]
-    assert entry["changed"] == {"workers": [2, 1]}
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["runtime"]["workers"] == 2 and record["resumes"][0]["runtime"]["workers"] == 1
 
 
 def test_bad_worker_counts_are_one_line_errors(tmp_path, capsys, monkeypatch):

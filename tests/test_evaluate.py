@@ -2,14 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from optimizer3.evaluate import compare, compare_horizons, interval95, mean_curve, summarize
-from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.errors import UsageError
-from optimizer3.optim.tuning import LearningRateGrid
+from optimizer3.evaluation.compare import compare
+from optimizer3.evaluation.config import EvaluationConfig, LearningRateGrid
+from optimizer3.evaluation.statistics import interval95, mean_curve, summarize
+from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.tasks.mlp import MLPFamily
 from optimizer3.tasks.mnist import MNIST
 from optimizer3.tasks.quadratic import QuadraticFamily
-from optimizer3.trajectories import run_baseline, run_baselines, run_learned
+from optimizer3.evaluation.runs import run_baseline, run_baselines, run_learned
 
 
 def test_summary_statistics_and_intervals():
@@ -58,7 +59,7 @@ def test_mean_curve_band_contains_the_mean():
 def test_every_optimizer_starts_from_the_same_problems():
     task = QuadraticFamily(dim=3).sample(8, torch.Generator().manual_seed(0))
     config = LSTMOptimizerConfig()
-    learned = run_learned(init_meta_params(config, torch.Generator().manual_seed(0)), config, task, 5, seed=9).losses
+    learned = run_learned((init_meta_params(config, torch.Generator().manual_seed(0)), config), task, 5, seed=9).losses
     sgd = run_baseline("sgd", 0.01, task, 5, seed=9).losses
     assert learned.shape == sgd.shape == (6, 8)
     torch.testing.assert_close(learned[0], sgd[0])
@@ -67,11 +68,9 @@ def test_every_optimizer_starts_from_the_same_problems():
 def test_compare_tunes_on_validation_and_reports_every_optimizer():
     config = LSTMOptimizerConfig()
     meta = init_meta_params(config, torch.Generator().manual_seed(0))
-    comparison = compare(
-        (meta, config), QuadraticFamily(dim=3), ("sgd", "adam"), steps=10, test_problems=20,
-        test_seed=2, tuning_problems=20, tuning_seed=1,
-        grid=LearningRateGrid(lr_min=1e-3, lr_max=1.0, per_decade=3), bootstrap=50,
-    )
+    evaluation = EvaluationConfig(baselines=("sgd", "adam"), test_problems=20, tuning_problems=20, bootstrap=50,
+                                  grid=LearningRateGrid(lr_min=1e-3, lr_max=1.0, per_decade=3))
+    comparison = compare((meta, config), QuadraticFamily(dim=3), evaluation, (10,), tuning_seed=1)[10]
     assert set(comparison.summaries) == {"lstm", "sgd", "adam"}
     assert set(comparison.learning_rates) == {"sgd", "adam"}
     assert all(len(curve["mean"]) == 11 for curve in comparison.curves.values())
@@ -118,14 +117,14 @@ def test_baselines_in_lockstep_equal_separate_runs(family):
 def test_comparisons_at_several_horizons_equal_separate_comparisons():
     config = LSTMOptimizerConfig()
     meta = init_meta_params(config, torch.Generator().manual_seed(0))
-    settings = dict(test_problems=12, test_seed=2, tuning_problems=12, tuning_seed=1,
-                    grid=LearningRateGrid(lr_min=1e-3, lr_max=1.0, per_decade=3), bootstrap=50)
+    evaluation = EvaluationConfig(baselines=("sgd", "nag", "adam"), test_problems=12, tuning_problems=12, bootstrap=50,
+                                  grid=LearningRateGrid(lr_min=1e-3, lr_max=1.0, per_decade=3))
     family = QuadraticFamily(dim=3)
-    together = compare_horizons((meta, config), family, ("sgd", "nag", "adam"), horizons=(20, 2), **settings)
+    together = compare((meta, config), family, evaluation, (20, 2), tuning_seed=1)
     assert sorted(together) == [2, 20]
     assert together[2].prefix_of == 20 and together[20].prefix_of is None
     for steps in (2, 20):
-        alone = compare((meta, config), family, ("sgd", "nag", "adam"), steps=steps, **settings)
+        alone = compare((meta, config), family, evaluation, (steps,), tuning_seed=1)[steps]
         assert together[steps].learning_rates == alone.learning_rates
         assert together[steps].tuning == alone.tuning
         assert together[steps].summaries == alone.summaries

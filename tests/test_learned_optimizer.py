@@ -1,4 +1,5 @@
-"""`LearnedOptimizer`: the torch.optim contract, and the same trajectories as the meta-trainer."""
+"""`LearnedOptimizer`: what is its own beyond the contract every optimizer passes
+(test_optimizer_contract.py): the same trajectories as the meta-trainer, its state, files."""
 
 import copy
 import dataclasses
@@ -9,15 +10,18 @@ import pytest
 import torch
 
 from optimizer3.errors import CheckpointError, UsageError
-from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params, init_state, lstm_step
-from optimizer3.meta.checkpoint import make_checkpoint, make_optimizer_file
+from optimizer3.configs import to_dict
+from optimizer3.learned.files import make_optimizer_file
+from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params, init_state
+from optimizer3.learned.lstm_fast import lstm_step
+from optimizer3.meta.checkpoint import make_checkpoint
+from optimizer3.meta.config import MetaTrainConfig
 from optimizer3.meta.unroll import start, unroll
-from optimizer3.config import MetaTrainConfig
 from optimizer3.optim import learned as learned_module
 from optimizer3.optim.learned import LearnedOptimizer
 from optimizer3.tasks.mlp import MLPFamily
 from optimizer3.tasks.quadratic import QuadraticFamily
-from optimizer3.trajectories import run_learned
+from optimizer3.evaluation.runs import run_learned
 from test_mlp import _fake_mnist
 
 CONFIG = LSTMOptimizerConfig(preprocessing="log_sign")
@@ -70,7 +74,7 @@ def test_same_trajectory_as_the_meta_trainers_unroll(family, dtype, tolerance, c
     carry, initial = start(task, config, generator)
     with torch.no_grad():
         _, carry, losses = unroll(meta, config, task, carry, 30, generator)
-    through_optimizer = run_learned(meta, config, task, 30, seed=5)
+    through_optimizer = run_learned((meta, config), task, 30, seed=5)
     torch.testing.assert_close(through_optimizer.losses, torch.cat((initial[None], losses)), **tolerance)
     torch.testing.assert_close(through_optimizer.params, carry.params, **tolerance)
     assert not torch.equal(losses[-1], initial)  # the optimizer moved
@@ -91,41 +95,13 @@ def test_blocks_of_rows_give_the_same_update_as_one_call(monkeypatch, config):
         updates, state = lstm_step(meta, grads.reshape(-1), state, config)
         expected += updates
         torch.testing.assert_close(param.detach().reshape(-1), expected, rtol=1e-12, atol=1e-15)
-    # The optimizer keeps one row per coordinate; LSTMState one column.
-    torch.testing.assert_close(optimizer.state[param]["h"][1], state.h[1].t(), rtol=1e-12, atol=1e-15)
+    # The optimizer keeps its state laid out as LSTMState: one column per coordinate.
+    torch.testing.assert_close(optimizer.state[param]["h"][1], state.h[1], rtol=1e-12, atol=1e-15)
     if config.momentum_inputs:
-        torch.testing.assert_close(optimizer.state[param]["momentum"], state.momentum.t(), rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(optimizer.state[param]["momentum"], state.momentum, rtol=1e-12, atol=1e-15)
     else:
         assert "momentum" not in optimizer.state[param]
     assert optimizer.state[param]["step"] == 3
-
-
-def test_closure_loss_is_returned_and_evaluated_with_grad():
-    model = _model()
-    optimizer = LearnedOptimizer(model.parameters(), _meta(), CONFIG)
-    x = torch.randn(4, 5)
-
-    def closure():
-        optimizer.zero_grad()
-        loss = model(x).pow(2).mean()
-        loss.backward()
-        return loss
-
-    before = [p.detach().clone() for p in model.parameters()]
-    loss = optimizer.step(closure)
-    assert isinstance(loss, torch.Tensor) and loss.requires_grad
-    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert optimizer.step() is None
-
-
-def test_parameters_without_gradient_are_skipped_and_get_no_state():
-    used, unused = torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(3))
-    optimizer = LearnedOptimizer([used, unused], _meta(), CONFIG)
-    before = unused.detach().clone()
-    used.grad = torch.ones(3)
-    optimizer.step()
-    assert torch.equal(unused, before)
-    assert unused not in optimizer.state and optimizer.state[used]["step"] == 1
 
 
 def test_state_is_created_lazily_with_the_documented_shapes():
@@ -135,7 +111,7 @@ def test_state_is_created_lazily_with_the_documented_shapes():
     weight.grad = torch.randn(4, 6)
     optimizer.step()
     state = optimizer.state[weight]
-    assert state["h"].shape == state["c"].shape == (CONFIG.layers, 24, CONFIG.hidden_size)
+    assert state["h"].shape == state["c"].shape == (CONFIG.layers, CONFIG.hidden_size, 24)
 
 
 def test_parameter_groups_with_their_own_lr_and_a_scheduler():
@@ -192,26 +168,13 @@ def test_state_dict_round_trip_resumes_exactly(config):
     resumed.load_state_dict(saved["optimizer"])
     rest = _train(resumed_model, resumed, 5, first=5)
     assert first + rest == uninterrupted
-    # The state keeps its memory layout (each coordinate's units apart, LSTMState's feature-major
-    # order) through saving and loading; a state dict whose state is laid out row by row, as
-    # this class wrote it before, resumes to the same losses.
+    # The state keeps LSTMState's feature-major layout through saving and loading.
     state = resumed.state[next(resumed_model.parameters())]
-    assert all(state[key].transpose(-1, -2).is_contiguous() for key in ("h", "c", "momentum") if key in state)
-    row_major = copy.deepcopy(saved["optimizer"])
-    for entry in row_major["state"].values():
-        for key in ("h", "c", "momentum"):
-            if key in entry:
-                entry[key] = entry[key].contiguous()
-    assert not row_major["state"][0]["h"].transpose(-1, -2).is_contiguous()
-    resumed_model = _model(seed=99)
-    resumed_model.load_state_dict(saved["model"])
-    resumed = LearnedOptimizer(resumed_model.parameters(), other_meta, config)
-    resumed.load_state_dict(row_major)
-    assert _train(resumed_model, resumed, 5, first=5) == rest
+    assert all(state[key].is_contiguous() for key in ("h", "c", "momentum") if key in state)
     if config.momentum_inputs:
         broken = copy.deepcopy(saved["optimizer"])
         broken["state"][0]["momentum"] = broken["state"][0]["momentum"][:, :2]
-        with pytest.raises(ValueError, match=r"state momentum for parameter 0 has shape \(20, 2\)"):
+        with pytest.raises(ValueError, match=r"state momentum for parameter 0 has shape \(3, 2\)"):
             LearnedOptimizer(_model().parameters(), meta, config).load_state_dict(broken)
         plain = LearnedOptimizer(_model().parameters(), _meta(), CONFIG)
         with pytest.raises(ValueError, match="architecture"):
@@ -321,7 +284,7 @@ def test_sparse_gradients_are_refused():
 def test_from_file_reads_optimizer_files_and_checkpoints_and_refuses_pickles(tmp_path):
     meta = _meta(seed=7)
     path = tmp_path / "opt.pt"
-    torch.save(make_optimizer_file(MetaTrainConfig(optimizer=CONFIG), meta), path)
+    torch.save(make_optimizer_file(CONFIG, meta, to_dict(MetaTrainConfig(optimizer=CONFIG))), path)
     param = torch.nn.Parameter(torch.zeros(3))
     optimizer = LearnedOptimizer.from_file(path, [param])
     assert optimizer.config == CONFIG
@@ -340,7 +303,7 @@ def test_from_file_reads_optimizer_files_and_checkpoints_and_refuses_pickles(tmp
     evil.write_bytes(pickle.dumps({"kind": Evil()}, protocol=2))
     with pytest.raises(CheckpointError, match="not a plain-dict"):
         LearnedOptimizer.from_file(evil, [param])
-    bad_version = make_optimizer_file(MetaTrainConfig(optimizer=CONFIG), meta) | {"version": 99}
+    bad_version = make_optimizer_file(CONFIG, meta, None) | {"version": 99}
     torch.save(bad_version, tmp_path / "v99.pt")
     with pytest.raises(CheckpointError, match="format version 99"):
         LearnedOptimizer.from_file(tmp_path / "v99.pt", [param])
@@ -363,9 +326,9 @@ def test_groups_given_as_generators_keep_their_parameters():
 
 @pytest.mark.parametrize("momentum_inputs", [(), (0.3, 0.7)])
 def test_a_first_call_under_inference_mode_does_not_break_meta_gradients(momentum_inputs):
-    from optimizer3.learned import lstm as lstm_module
+    from optimizer3.learned import features
 
-    lstm_module._CONSTANTS.clear()  # the cached constants are made under inference_mode below
+    features._CONSTANTS.clear()  # the cached constants are made under inference_mode below
     config = LSTMOptimizerConfig(hidden_size=3, momentum_inputs=momentum_inputs)
     meta = _meta(config)
     with torch.inference_mode():

@@ -3,8 +3,9 @@ import torch
 
 from optimizer3.errors import UsageError
 from optimizer3.learned.lstm import (
-    LSTMOptimizerConfig, LSTMState, init_meta_params, init_state, lstm_step, meta_param_shapes,
+    LSTMOptimizerConfig, LSTMState, init_meta_params, init_state, meta_param_shapes, reference_step,
 )
+from optimizer3.learned.lstm_fast import lstm_step
 
 
 @pytest.mark.parametrize("update_form", ["linear", "direction_magnitude", "gradient_mix"])
@@ -161,7 +162,7 @@ def test_a_bad_output_bias_is_refused(kwargs, match):
 
 def _textbook_lstm_step(params, grads, state, config):
     """The LSTM equations as written in the literature, with tanh, one gate at a time."""
-    from optimizer3.learned.preprocess import preprocess
+    from optimizer3.learned.features import preprocess
 
     hidden = config.hidden_size
     x = preprocess(grads, config.preprocessing, config.preprocess_p)
@@ -213,7 +214,8 @@ def _textbook_lstm_step(params, grads, state, config):
     ("log_sign", "linear", (0.5, 0.99), True), ("log_sign", "gradient_mix", (0.5, 0.9, 0.99), False),
     ("none", "gradient_mix", (), False), ("log_sign", "gradient_mix", (0.9,), True),
 ]])
-def test_step_is_the_textbook_lstm(preprocessing, update_form, momentum_inputs, correction, rms_decay):
+def test_the_reference_step_is_the_textbook_lstm_and_the_fast_step_is_the_reference(
+        preprocessing, update_form, momentum_inputs, correction, rms_decay):
     config = LSTMOptimizerConfig(layers=2, hidden_size=7, preprocessing=preprocessing, update_form=update_form,
                                  momentum_inputs=momentum_inputs, momentum_bias_correction=correction,
                                  mix_rms_decay=rms_decay)
@@ -225,7 +227,7 @@ def test_step_is_the_textbook_lstm(preprocessing, update_form, momentum_inputs, 
     state = type(state)(tuple(torch.randn_like(h) for h in state.h), tuple(3 * torch.randn_like(c) for c in state.c),
                         momentum)
     grads = torch.randn(rows, dtype=torch.float64) * torch.logspace(-8, 1, rows, dtype=torch.float64)
-    updates, new_state = lstm_step(params, grads, state, config)
+    updates, new_state = reference_step(params, grads, state, config)
     expected, hs, cs, averages = _textbook_lstm_step(params, grads, state, config)
     torch.testing.assert_close(updates, expected, rtol=1e-12, atol=1e-14)
     for got, want in zip(new_state.h + new_state.c, tuple(hs) + tuple(cs)):
@@ -234,6 +236,20 @@ def test_step_is_the_textbook_lstm(preprocessing, update_form, momentum_inputs, 
         torch.testing.assert_close(new_state.momentum, torch.stack(averages), rtol=1e-12, atol=1e-14)
     else:
         assert new_state.momentum is None
+    # The fast kernel computes the same function: to 1e-12 in float64, and in float32 to its
+    # rounding (1e-5 relative, 1e-8 absolute for updates, 1e-6 absolute for the state of order
+    # one, where 2 sigmoid(2x) - 1 loses tanh's relative precision near 0), over two steps.
+    for dtype, tolerance in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        cast = {name: tensor.to(dtype) for name, tensor in params.items()}
+        fast_state = reference = LSTMState(*(tuple(t.to(dtype) for t in part) for part in state[:2]),
+                                           None if momentum is None else momentum.to(dtype))
+        for step in range(2):
+            step_grads = (grads * (1 - 0.3 * step)).to(dtype)
+            fast, fast_state = lstm_step(cast, step_grads, fast_state, config)
+            slow, reference = reference_step(cast, step_grads, reference, config)
+            torch.testing.assert_close(fast, slow, rtol=tolerance, atol=tolerance * 1e-3)
+            for got, want in zip(fast_state.h + fast_state.c, reference.h + reference.c):
+                torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance * 0.1)
 
 
 def test_moving_averages_start_at_zero_and_accumulate():
@@ -264,7 +280,7 @@ def test_bias_corrected_averages_are_unbiased_from_the_first_step():
     plain = LSTMOptimizerConfig(hidden_size=4, preprocessing="log_sign", momentum_inputs=(0.5, 0.99))
     assert meta_param_shapes(corrected) == meta_param_shapes(plain)
     assert init_state(corrected, 3).momentum.shape == (4, 3)
-    from optimizer3.learned.lstm import encode_features, gradient_features
+    from optimizer3.learned.features import encode_features, gradient_features
 
     grads = torch.tensor([1e-3, -2.0, 0.5], dtype=torch.float64)
     state = init_state(corrected, 3, dtype=torch.float64)

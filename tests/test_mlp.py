@@ -172,7 +172,7 @@ def test_bad_settings(kwargs, match):
 
 def test_real_mnist_trains_with_adam(mnist_dir):
     from optimizer3.tasks.mnist import load_mnist
-    from optimizer3.trajectories import run_baseline
+    from optimizer3.evaluation.runs import run_baseline
 
     family = MLPFamily(load_mnist(mnist_dir, download=False), split="heldout")
     losses = run_baseline("adam", 0.03, family.sample(4, torch.Generator()), 100, seed=0).losses
@@ -181,20 +181,20 @@ def test_real_mnist_trains_with_adam(mnist_dir):
 
 
 def test_comparison_reports_test_accuracy_for_mlps():
-    from optimizer3.evaluate import compare
+    from optimizer3.evaluation.compare import compare
+    from optimizer3.evaluation.config import EvaluationConfig, LearningRateGrid
     from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
-    from optimizer3.optim.tuning import LearningRateGrid
 
     config = LSTMOptimizerConfig(preprocessing="log_sign", output_init="zeros")
     meta = init_meta_params(config, torch.Generator().manual_seed(0))
     family = MLPFamily(_fake_mnist(), hidden=(5,), batch_size=8, heldout=100, split="heldout")
-    comparison = compare((meta, config), family, ("adam",), steps=5, test_problems=3, test_seed=2,
-                         tuning_problems=3, tuning_seed=1,
-                         grid=LearningRateGrid(lr_min=1e-3, lr_max=1.0, per_decade=3), bootstrap=20)
+    evaluation = EvaluationConfig(baselines=("adam",), test_problems=3, tuning_problems=3, bootstrap=20,
+                                  grid=LearningRateGrid(lr_min=1e-3, lr_max=1.0, per_decade=3))
+    comparison = compare((meta, config), family, evaluation, (5,), tuning_seed=1)[5]
     for name in ("lstm", "adam"):
         low, high = comparison.summaries[name]["test_accuracy_ci"]
         assert 0.0 <= low <= comparison.summaries[name]["test_accuracy"] <= high <= 1.0
-    from optimizer3.report import markdown_table
+    from optimizer3.evaluation.report import markdown_table
 
     table = markdown_table(comparison).splitlines()
     assert table[0].endswith("test accuracy |") and all(line.count("|") == 8 for line in table)

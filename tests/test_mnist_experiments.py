@@ -7,7 +7,7 @@ import pytest
 from optimizer3 import pretrained
 from optimizer3.cli import main
 from optimizer3.errors import UsageError
-from optimizer3.experiments import REPRODUCE_OPTIMIZER
+from optimizer3.experiments.mnist import REPRODUCE_OPTIMIZER
 
 TINY_MNIST = ["--task", "mnist", "--preprocessing", "log_sign", "--output-init", "zeros",
               "--horizon", "4", "--unroll", "2", "--problems", "1", "--trajectories", "1",
@@ -19,16 +19,26 @@ COMMON = ["--quiet", "--threads", "1"]
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory, mnist_dir):
-    """A tiny MNIST optimizer exported under the name `reproduce mnist` uses by default, in a
-    directory of its own."""
+    """A tiny MNIST optimizer of two stages (the second fine-tunes the first) exported under the
+    name `reproduce mnist` uses by default, in a directory of its own."""
     root = tmp_path_factory.mktemp("mnist")
     data = ["--data-dir", str(mnist_dir)]
-    assert main(["meta-train", "--run-dir", str(root / "train"), *TINY_MNIST, *COMMON, *data]) == 0
-    assert main(["evaluate", "--checkpoint", str(root / "train" / "checkpoint.pt"), "--run-dir",
-                 str(root / "eval"), *TINY_EVAL, *COMMON, *data]) == 0
-    assert main(["export", str(root / "train"), "--name", REPRODUCE_OPTIMIZER, "--evaluation", str(root / "eval"),
-                 "--out", str(root / "pretrained"), "--description", "tiny test optimizer"]) == 0
+    start = []
+    for stage, name in (("base", "tiny-base"), ("final", REPRODUCE_OPTIMIZER)):
+        assert main(["meta-train", "--run-dir", str(root / stage), *TINY_MNIST, *start, *COMMON, *data]) == 0
+        assert main(["evaluate", "--checkpoint", str(root / stage / "checkpoint.pt"), "--run-dir",
+                     str(root / f"{stage}-eval"), *TINY_EVAL, *COMMON, *data]) == 0
+        out = root / ("bases" if stage == "base" else "pretrained")
+        assert main(["export", str(root / stage), "--name", name, "--evaluation", str(root / f"{stage}-eval"),
+                     "--out", str(out), "--purpose", "a test", "--description", f"tiny test optimizer, {stage}"]) == 0
+        start = ["--init-from", str(out / f"{name}.pt"), "--seed", "4"]
     return root / "pretrained"
+
+
+def test_an_exported_optimizer_records_the_stages_that_made_it(shipped):
+    card = json.loads((shipped / f"{REPRODUCE_OPTIMIZER}.json").read_text())
+    assert [stage["command"].split("--run-dir")[1].split()[0].rsplit("/", 1)[1] for stage in card["recipe"]] == [
+        "base", "final"]
 
 
 def test_reproduce_mnist_with_the_shipped_optimizer_writes_five_experiments(tmp_path, shipped, mnist_dir,
@@ -68,13 +78,18 @@ def test_reproduce_mnist_meta_trains_a_fresh_optimizer_on_request(tmp_path, ship
     assert not run_dir.exists()
     assert main(["reproduce", "mnist", "--meta-train", "--seed", "3", "--run-dir", str(run_dir), *data,
                  *TINY_EVAL, *COMMON]) == 0
-    assert (run_dir / "checkpoint.pt").is_file()
+    # Both stages of the recipe ran again, with the seed given, the second from the first.
+    first, second = (json.loads((run_dir / stage / "config.json").read_text())["meta_train"]
+                     for stage in ("stage1", "stage2"))
+    assert first["seed"] == second["seed"] == 3 and first["init_from"] == ""
+    assert second["init_from"] == str(run_dir / "stage1" / "checkpoint.pt")
+    assert (run_dir / "stage2" / "checkpoint.pt").is_file()
     assert json.loads((run_dir / "config.json").read_text())["meta_train"]["seed"] == 3
     assert "meta-trained in this run" in json.loads((run_dir / "results.json").read_text())["learned_optimizer"]
 
 
 def test_the_experiments_of_a_mixed_activation_family_use_its_first_activation_then_relu():
-    from optimizer3.experiments import mnist_experiments
+    from optimizer3.experiments.mnist import mnist_experiments
     from optimizer3.tasks import TaskConfig
 
     experiments = mnist_experiments(TaskConfig(name="mnist", activation="tanh,relu"), horizon=50)
@@ -84,7 +99,7 @@ def test_the_experiments_of_a_mixed_activation_family_use_its_first_activation_t
 
 
 def test_a_mixed_family_is_named_in_the_report_and_a_single_one_is_not():
-    from optimizer3.experiments import training_note
+    from optimizer3.experiments.mnist import training_note
     from optimizer3.tasks import TaskConfig
 
     note = training_note(TaskConfig(name="mnist", activation="sigmoid,relu"))
@@ -94,7 +109,7 @@ def test_a_mixed_family_is_named_in_the_report_and_a_single_one_is_not():
 
 
 def test_the_experiments_use_the_papers_networks_whatever_the_optimizer_was_trained_on():
-    from optimizer3.experiments import mnist_experiments, training_note
+    from optimizer3.experiments.mnist import mnist_experiments, training_note
     from optimizer3.tasks import TaskConfig
 
     for task in (TaskConfig(name="mnist", hidden=(30,), mix_hidden=("20,20",), batch_size=64),
@@ -140,5 +155,3 @@ def test_workers_run_the_optimizers_side_by_side_with_the_same_results(tmp_path,
         one, two = (json.loads((tmp_path / workers / key / "results.json").read_text()) for workers in "12")
         for field in ("summaries", "curves", "learning_rates", "tuning"):
             assert one[field] == two[field], (key, field)
-        assert two["config"]["evaluation"]["workers"] == 2
-        assert two["config"]["meta_train"]["workers"] == 1  # nothing meta-trained: the flag is the evaluation's

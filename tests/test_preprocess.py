@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optimizer3.errors import UsageError
-from optimizer3.learned.preprocess import input_size, log_sign, preprocess
+from optimizer3.learned.features import input_size, log_sign, preprocess
 
 
 def test_log_sign_large_gradients_are_log_magnitude_and_sign():

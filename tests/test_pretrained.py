@@ -4,18 +4,22 @@ import pytest
 import torch
 
 from optimizer3 import pretrained
-from optimizer3.config import TaskConfig, from_dict
+from optimizer3.configs import from_dict
+from optimizer3.evaluation.runs import run_learned
+from optimizer3.learned.files import load_learned_optimizer
 from optimizer3.learned.lstm import LSTMOptimizerConfig
-from optimizer3.meta.checkpoint import load_learned_optimizer
-from optimizer3.tasks import make_task_family
+from optimizer3.meta.config import MetaTrainConfig
+from optimizer3.tasks import TaskConfig, make_task_family
 from optimizer3.tasks.quadratic import QuadraticFamily
-from optimizer3.trajectories import run_learned
 
 NAMES = pretrained.available()
 
 
-def test_the_package_ships_the_quadratic_and_mnist_optimizers():
-    assert {"quadratic", "mnist"} <= set(NAMES)
+def test_the_package_ships_a_curated_set_the_default_first():
+    assert NAMES == list(pretrained.ORDER) and len(NAMES) <= 5
+    assert NAMES[0] == "mnist"
+    for name in NAMES:
+        assert f"\n  {name} " in "\n" + pretrained.GUIDE
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -24,13 +28,19 @@ def test_shipped_file_is_a_plain_dict_that_matches_its_card(name):
     path = pretrained.PRETRAINED_DIR / card["file"]
     assert isinstance(torch.load(path, weights_only=True), dict)
     assert pretrained.sha256(path) == card["sha256"]
-    meta_params, config = load_learned_optimizer(path)
-    assert config.optimizer == from_dict(LSTMOptimizerConfig, card["optimizer"])  # fields added later take defaults
-    assert config.task == from_dict(TaskConfig, card["task"])
+    loaded = load_learned_optimizer(path)
+    meta = from_dict(MetaTrainConfig, loaded.meta_train)
+    assert loaded.config == meta.optimizer == from_dict(LSTMOptimizerConfig, card["optimizer"])
+    assert meta.task == from_dict(TaskConfig, card["task"])
+    assert card["purpose"] and card["known_failures"] and all(isinstance(f, str) for f in card["known_failures"])
     training = card["meta_training"]
-    assert training["command"].startswith("optimizer3 ") and training["seed"] == config.seed
+    assert training["command"].startswith("optimizer3 ") and training["seed"] == meta.seed
     assert training["seconds"] > 0 and training["code_version"].startswith("0.")
     assert training["machine"]["processor"] and training["date"]
+    # The recipe: every stage that made it, the last this one; the card names their commands.
+    assert [stage["run"]["command"] for stage in loaded.recipe] == [stage["command"] for stage in card["recipe"]]
+    assert loaded.recipe[-1]["meta_train"] == loaded.meta_train
+    assert all(from_dict(MetaTrainConfig, stage["meta_train"]) for stage in loaded.recipe)
     evaluation = card["evaluation"]
     assert evaluation["command"].startswith("optimizer3 ")
     assert {"lstm", "sgd", "nag", "rmsprop", "adam"} <= set(evaluation["final_loss"])
@@ -39,12 +49,13 @@ def test_shipped_file_is_a_plain_dict_that_matches_its_card(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_shipped_optimizer_trains_a_model_of_its_task_family(name, request):
-    meta_params, config = load_learned_optimizer(pretrained.pretrained_path(name))
-    if config.task.name == "quadratic":
-        task = QuadraticFamily(dim=config.task.dim).sample(16, torch.Generator().manual_seed(3))
+    loaded = load_learned_optimizer(pretrained.pretrained_path(name))
+    task_config = from_dict(MetaTrainConfig, loaded.meta_train).task
+    if task_config.name == "quadratic":
+        task = QuadraticFamily(dim=task_config.dim).sample(16, torch.Generator().manual_seed(3))
     else:  # real MNIST: on random labels there is little to learn
         mnist_dir = request.getfixturevalue("mnist_dir")
-        task = make_task_family(config.task, "heldout", mnist_dir).sample(2, torch.Generator())
-    run = run_learned(meta_params, config.optimizer, task, 30, seed=4)
+        task = make_task_family(task_config, "heldout", mnist_dir).sample(2, torch.Generator())
+    run = run_learned((loaded.meta_params, loaded.config), task, 30, seed=4)
     assert torch.isfinite(run.losses).all()
     assert run.losses[-1].mean() < 0.7 * run.losses[0].mean()

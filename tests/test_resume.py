@@ -3,22 +3,21 @@
 import dataclasses
 import json
 import math
-import random
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from optimizer3.config import MetaTrainConfig
+from optimizer3.meta.config import MetaTrainConfig
 from optimizer3.errors import UsageError
-from optimizer3.meta import trainer as trainer_module
+from optimizer3.meta import truncated_bptt
 from optimizer3.meta.checkpoint import load_checkpoint
 from optimizer3.meta.trainer import MetaTrainingDiverged, meta_train
 from optimizer3.meta.unroll import normalize_losses
 from optimizer3.tasks import TaskConfig
+from conftest import run_stopping_at
 
 RUN = ["--dim", "4", "--horizon", "20", "--unroll", "5", "--problems", "16", "--trajectories", "60",
        "--validation-problems", "16", "--validate-every", "10", "--checkpoint-every", "2",
@@ -36,17 +35,10 @@ def uninterrupted(tmp_path_factory):
     return load_checkpoint(run_dir / "checkpoint.pt")
 
 
-def _interrupt(run_dir, sig, rng, run=RUN):
-    """Start a run, deliver `sig` at a random moment after its first checkpoint, return the code."""
-    process = subprocess.Popen(_cli("--run-dir", str(run_dir), *run), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run_dir / "checkpoint.pt").exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(rng.uniform(0.0, 0.5))
-    process.send_signal(sig)
-    _, err = process.communicate(timeout=120)
-    return process.returncode, err
+def _interrupt(run_dir, sig, at, run=RUN):
+    """Run until `sig` arrives during trajectory `at`; the exit code and stderr."""
+    result = run_stopping_at(sig, at, "meta-train", "--run-dir", str(run_dir), *run)
+    return result.returncode, result.stderr
 
 
 def _resume_until_done(run_dir):
@@ -64,19 +56,18 @@ def _assert_identical(a, b):
     assert a["best_validation"] == b["best_validation"] and a["trajectory"] == b["trajectory"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
-def test_killed_run_resumes_bit_identically(tmp_path, uninterrupted, sig):
-    rng = random.Random(int(sig))
+@pytest.mark.parametrize("sig, at", [(signal.SIGKILL, 9), (signal.SIGINT, 7), (signal.SIGTERM, 30)])
+def test_killed_run_resumes_bit_identically(tmp_path, uninterrupted, sig, at):
     run_dir = tmp_path / "run"
-    code, err = _interrupt(run_dir, sig, rng)
-    if code == 0:
-        pytest.skip("the run finished before the signal arrived")
-    if sig != signal.SIGKILL:
-        assert code == 130 and "--resume" in err, err
-        stopped_at = load_checkpoint(run_dir / "checkpoint.pt")["trajectory"]
+    code, err = _interrupt(run_dir, sig, at)
+    if sig == signal.SIGKILL:  # killed before trajectory 9's record: the checkpoint of 8 is kept
+        assert code == -signal.SIGKILL
+        assert load_checkpoint(run_dir / "checkpoint.pt")["trajectory"] == 8
+    else:
+        assert code == 130 and f"--resume {run_dir}" in err, err
         # A graceful stop checkpoints the trajectory it finished: nothing is lost.
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        assert len(lines) == stopped_at
+        assert load_checkpoint(run_dir / "checkpoint.pt")["trajectory"] == at
+        assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == at
     resumed = _resume_until_done(run_dir)
     _assert_identical(resumed, uninterrupted)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -87,9 +78,7 @@ def test_an_averaged_run_resumes_bit_identically(tmp_path):
     run = [*RUN, "--average-decay", "0.8"]
     subprocess.run(_cli("--run-dir", str(tmp_path / "whole"), *run), check=True, capture_output=True)
     uninterrupted = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
-    code, err = _interrupt(tmp_path / "run", signal.SIGINT, random.Random(1), run)
-    if code == 0:
-        pytest.skip("the run finished before the signal arrived")
+    code, err = _interrupt(tmp_path / "run", signal.SIGINT, 13, run)
     assert code == 130, err
     resumed = _resume_until_done(tmp_path / "run")
     assert resumed["average_params"]
@@ -102,26 +91,24 @@ def test_resume_refuses_new_settings_and_reports_a_complete_run(tmp_path, uninte
     run_dir = tmp_path / "run"
     assert main(["meta-train", "--run-dir", str(run_dir), *RUN, "--trajectories", "2"]) == 0
     assert main(["meta-train", "--resume", str(run_dir), "--horizon", "40"]) == 2
-    assert "drop --horizon (only --compile, --device, --matmul-dtype, --recompute-every, --workers may change)" \
-        in capsys.readouterr().err
+    assert "drop --horizon (only the flags of how it computes may change)" in capsys.readouterr().err
     assert main(["meta-train", "--resume", str(run_dir)]) == 0
     assert "is complete" in capsys.readouterr().out
 
 
 def test_resume_may_change_how_the_run_computes_and_records_it(tmp_path, uninterrupted):
     run_dir = tmp_path / "run"
-    code, _ = _interrupt(run_dir, signal.SIGINT, random.Random(0))
-    if code == 0:
-        pytest.skip("the run finished before the signal arrived")
-    stopped_at = load_checkpoint(run_dir / "checkpoint.pt")["trajectory"]
+    code, _ = _interrupt(run_dir, signal.SIGINT, 21)
+    assert code == 130
     result = subprocess.run(_cli("--resume", str(run_dir), "--recompute-every", "2", "--matmul-dtype", "float32",
                                  "--threads", "1", "--quiet"), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "recompute_every 0 -> 2" in result.stdout and "matmul_dtype" not in result.stdout  # unchanged
     resumed = load_checkpoint(run_dir / "checkpoint.pt")
-    assert resumed["trajectory"] == 60 and resumed["config"].recompute_every == 2
-    (entry,) = json.loads((run_dir / "run.json").read_text())["resumes"]
-    assert entry["from_trajectory"] == stopped_at and entry["changed"] == {"recompute_every": [0, 2]}
+    assert resumed["trajectory"] == 60 and resumed["config"] == uninterrupted["config"]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["runtime"]["recompute_every"] == 0
+    (entry,) = record["resumes"]
+    assert entry["from_trajectory"] == 21 and entry["runtime"]["recompute_every"] == 2
     assert "--recompute-every 2" in entry["command"]
     # The same meta-gradients to rounding, which grows over 60 trajectories: the run ends near
     # where the uninterrupted one did (a restart from scratch would differ by tenths).
@@ -146,7 +133,7 @@ def test_resume_drops_a_log_line_torn_by_a_crash_and_names_a_corrupt_one(tmp_pat
 
 def _poison_once_every(monkeypatch, every, after=0, value=math.nan):
     """Make every `every`-th truncation after the first `after` blow up to `value`."""
-    original = trainer_module.unroll
+    original = truncated_bptt.unroll
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -156,7 +143,7 @@ def _poison_once_every(monkeypatch, every, after=0, value=math.nan):
             meta_loss = meta_loss * value
         return meta_loss, carry, losses
 
-    monkeypatch.setattr(trainer_module, "unroll", poisoned)
+    monkeypatch.setattr(truncated_bptt, "unroll", poisoned)
 
 
 SMALL = MetaTrainConfig(task=TaskConfig(dim=4), horizon=20, unroll=5, problems=16, trajectories=12,
@@ -178,7 +165,7 @@ def test_too_many_skips_in_a_row_stop_the_run_keeping_the_last_good_checkpoint(m
     # 5, 6 and 7 are skipped, and the run stops before it would checkpoint trajectory 8.
     _poison_once_every(monkeypatch, every=1, after=16)
     with pytest.raises(MetaTrainingDiverged, match="3 trajectories in a row ended in a meta-update"):
-        meta_train(config, tmp_path, progress=False)
+        meta_train(config, run_dir=tmp_path, progress=False)
     kept = load_checkpoint(tmp_path / "checkpoint.pt")
     assert kept["trajectory"] == 4 and kept["skipped"] == 0
     assert all(torch.isfinite(v).all() for v in kept["meta_params"].values())

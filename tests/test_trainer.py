@@ -5,13 +5,16 @@ import pickle
 import pytest
 import torch
 
-from optimizer3.config import MetaTrainConfig, to_dict
+from optimizer3.configs import to_dict
+from optimizer3.meta.config import MetaTrainConfig
 from optimizer3.errors import CheckpointError, UsageError
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.meta.checkpoint import FORMAT_VERSION, load_checkpoint
 from optimizer3.meta.run_state import start_average, update_average
-from optimizer3.meta.trainer import loss_weights, meta_gradient, meta_train, scheduled_lr, validate
+from optimizer3.meta.trainer import loss_weights, meta_train, scheduled_lr, validate
+from optimizer3.meta.truncated_bptt import meta_gradient
 from optimizer3.meta.unroll import start
+from optimizer3.runtime import RuntimeConfig
 from optimizer3.tasks import TaskConfig, make_task_family
 
 TINY = MetaTrainConfig(
@@ -21,7 +24,7 @@ TINY = MetaTrainConfig(
 
 
 def test_meta_training_lowers_the_validation_loss(tmp_path):
-    result = meta_train(TINY, tmp_path, progress=False)
+    result = meta_train(TINY, run_dir=tmp_path, progress=False)
     initial = result.history[0]["validation_loss"]
     assert result.best_validation < 0.5 * initial
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "metrics.jsonl").is_file()
@@ -93,7 +96,7 @@ def test_a_run_cut_from_a_longer_schedule_follows_its_first_part():
 
 def test_the_moving_average_of_the_meta_parameters_is_what_validation_measures_and_keeps(tmp_path):
     config = dataclasses.replace(TINY, trajectories=4, validate_every=4, average_decay=0.7)
-    result = meta_train(config, tmp_path, progress=False)
+    result = meta_train(config, run_dir=tmp_path, progress=False)
     checkpoint = load_checkpoint(tmp_path / "checkpoint.pt")
     average, current = checkpoint["average_params"], checkpoint["meta_params"]
     assert not all(torch.equal(average[k], current[k]) for k in average)
@@ -126,8 +129,7 @@ def test_the_moving_average_follows_every_meta_step():
     [({"horizon": 100, "unroll": 30}, "does not divide"), ({"horizon": 0}, "horizon: 0"),
      ({"trajectories": -1}, "trajectories: -1"), ({"meta_lr": 0.0}, "meta learning rate"),
      ({"validation_seed": 0}, "seeds are both 0"), ({"loss_weights": "cubic"}, "'cubic'"),
-     ({"meta_objective": "sqrt"}, "'sqrt'"), ({"recompute_every": -2}, "recompute_every: -2"),
-     ({"matmul_dtype": "float16"}, "'float16'"),
+     ({"meta_objective": "sqrt"}, "'sqrt'"),
      ({"trajectories": 100, "schedule_trajectories": 60}, "schedule_trajectories: 60 is fewer"),
      ({"schedule_trajectories": -1}, "schedule_trajectories: -1"),
      ({"average_decay": 1.0}, "average_decay: 1.0"), ({"average_decay": -0.1}, "average_decay: -0.1"),
@@ -142,18 +144,27 @@ def test_bad_settings_are_refused(changes, match):
         dataclasses.replace(MetaTrainConfig(), **changes)
 
 
+@pytest.mark.parametrize("changes,match", [
+    ({"recompute_every": -2}, "recompute_every: -2"), ({"matmul_dtype": "float16"}, "'float16'"),
+    ({"workers": 0}, "workers: 0"), ({"threads": -1}, "threads: -1"), ({"device": "tpu"}, "'tpu'"),
+])
+def test_bad_runtime_settings_are_refused(changes, match):
+    with pytest.raises(UsageError, match=match):
+        RuntimeConfig(**changes)
+
+
 @pytest.mark.parametrize("momentum_inputs,second_order", [((), False), ((0.5, 0.9), False), ((0.5, 0.9), True)])
 def test_recomputed_segments_give_the_whole_truncations_meta_gradient(momentum_inputs, second_order):
     optimizer = LSTMOptimizerConfig(momentum_inputs=momentum_inputs)
     outcomes = []
     for recompute_every in (0, 7, 20):  # 0 and 20 (the whole unroll): one graph; 7: segments of 7, 7, 6
-        config = dataclasses.replace(TINY, optimizer=optimizer, unroll=20, recompute_every=recompute_every,
-                                     second_order=second_order)
+        config = dataclasses.replace(TINY, optimizer=optimizer, unroll=20, second_order=second_order)
+        runtime = RuntimeConfig(recompute_every=recompute_every)
         generator = torch.Generator().manual_seed(0)
         meta_params = {k: v.requires_grad_() for k, v in init_meta_params(optimizer, generator).items()}
         task = make_task_family(config.task, "train").sample(8, generator)
         carry, _ = start(task, optimizer, generator)
-        loss, end = meta_gradient(meta_params, config, task, carry, generator, loss_weights("linear", 20))
+        loss, end = meta_gradient(meta_params, config, runtime, task, carry, generator, loss_weights("linear", 20))
         outcomes.append((loss, {k: v.grad for k, v in meta_params.items()}, end, generator.get_state()))
     (loss, grads, end, rng), segmented = outcomes[0], outcomes[1]
     assert outcomes[2][0] == loss and torch.equal(outcomes[2][1]["output.weight"], grads["output.weight"])
@@ -169,12 +180,13 @@ def test_recomputed_segments_give_the_whole_truncations_meta_gradient(momentum_i
 def test_bfloat16_products_give_nearly_the_float32_meta_gradient():
     outcomes = []
     for matmul_dtype in ("float32", "bfloat16"):
-        config = dataclasses.replace(TINY, unroll=20, matmul_dtype=matmul_dtype)
+        config = dataclasses.replace(TINY, unroll=20)
         generator = torch.Generator().manual_seed(0)
         meta_params = {k: v.requires_grad_() for k, v in init_meta_params(config.optimizer, generator).items()}
         task = make_task_family(config.task, "train").sample(8, generator)
         carry, _ = start(task, config.optimizer, generator)
-        loss, end = meta_gradient(meta_params, config, task, carry, generator, loss_weights("linear", 20))
+        loss, end = meta_gradient(meta_params, config, RuntimeConfig(matmul_dtype=matmul_dtype), task, carry,
+                                  generator, loss_weights("linear", 20))
         grads = torch.cat([v.grad.flatten() for v in meta_params.values()])
         outcomes.append((loss, grads, end))
     (loss, grads, end), (low_loss, low_grads, low_end) = outcomes
@@ -188,7 +200,7 @@ def test_bfloat16_products_give_nearly_the_float32_meta_gradient():
 @pytest.fixture(scope="module")
 def checkpoint_path(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    meta_train(dataclasses.replace(TINY, trajectories=2, validate_every=1), run_dir, progress=False)
+    meta_train(dataclasses.replace(TINY, trajectories=2, validate_every=1), run_dir=run_dir, progress=False)
     return run_dir / "checkpoint.pt"
 
 
@@ -253,6 +265,11 @@ def test_other_architecture_and_version_are_refused(tmp_path, checkpoint_path):
     torch.save(other, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="another architecture|do not match"):
         load_checkpoint(tmp_path / "other.pt")
+    # A version 1 checkpoint, whose config also held how the run computed, is read as this one.
+    old = dict(raw, version=1, config=dict(raw["config"], compile=False, device="cpu", workers=1,
+                                            matmul_dtype="float32", recompute_every=0))
+    torch.save(old, tmp_path / "v1.pt")
+    assert load_checkpoint(tmp_path / "v1.pt")["config"] == load_checkpoint(checkpoint_path)["config"]
     torch.save(dict(raw, version=99), tmp_path / "v99.pt")
     with pytest.raises(CheckpointError, match="format version 99"):
         load_checkpoint(tmp_path / "v99.pt")
@@ -262,7 +279,7 @@ def test_other_architecture_and_version_are_refused(tmp_path, checkpoint_path):
 
 
 def test_a_run_can_start_from_another_runs_optimizer(tmp_path):
-    first = meta_train(dataclasses.replace(TINY, trajectories=4), tmp_path, progress=False)
+    first = meta_train(dataclasses.replace(TINY, trajectories=4), run_dir=tmp_path, progress=False)
     config = dataclasses.replace(TINY, trajectories=2, init_from=str(tmp_path / "checkpoint.pt"))
     result = meta_train(config, progress=False)
     # It starts where the first run's best meta-parameters are (same validation problems).
@@ -276,7 +293,7 @@ def test_a_run_can_start_from_another_runs_optimizer(tmp_path):
 
 
 def test_a_start_of_another_architecture_or_unknown_source_is_refused(tmp_path):
-    meta_train(dataclasses.replace(TINY, trajectories=1), tmp_path, progress=False)
+    meta_train(dataclasses.replace(TINY, trajectories=1), run_dir=tmp_path, progress=False)
     wider = dataclasses.replace(TINY, optimizer=LSTMOptimizerConfig(hidden_size=8),
                                 init_from=str(tmp_path / "checkpoint.pt"))
     with pytest.raises(UsageError, match="architecture"):

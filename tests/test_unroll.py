@@ -1,6 +1,7 @@
 import torch
 
-from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params, init_state, lstm_step
+from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params, init_state
+from optimizer3.learned.lstm_fast import lstm_step
 from optimizer3.meta.unroll import LOG_LOSS_EPS, loss_and_grad, start, unroll
 from optimizer3.tasks.quadratic import QuadraticFamily
 

@@ -15,19 +15,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 _MODULES = {
-    "EvaluationConfig": "optimizer3.config",
-    "MetaTrainConfig": "optimizer3.config",
-    "LSTMOptimizerConfig": "optimizer3.learned.lstm",
-    "LSTMState": "optimizer3.learned.lstm",
-    "init_meta_params": "optimizer3.learned.lstm",
-    "init_state": "optimizer3.learned.lstm",
-    "lstm_step": "optimizer3.learned.lstm",
-    "load_checkpoint": "optimizer3.meta.checkpoint",
-    "meta_train": "optimizer3.meta.trainer",
     "LearnedOptimizer": "optimizer3.optim.learned",
-    "TASK_NAMES": "optimizer3.tasks",
+    "LSTMOptimizerConfig": "optimizer3.learned.lstm",
+    "MetaTrainConfig": "optimizer3.meta.config",
+    "EvaluationConfig": "optimizer3.evaluation.config",
+    "RuntimeConfig": "optimizer3.runtime",
     "TaskConfig": "optimizer3.tasks",
-    "QuadraticFamily": "optimizer3.tasks.quadratic",
+    "load_learned_optimizer": "optimizer3.learned.files",
+    "meta_train": "optimizer3.meta.trainer",
+    "compare": "optimizer3.evaluation.compare",
 }
 
 __all__ = sorted(_MODULES)

@@ -1,7 +1,8 @@
 """Command-line flags generated from the config dataclasses, and config files.
 
 Every field of a config dataclass becomes a flag named after it (or its metadata "flag"), with
-its metadata "help" and "choices"; a flag left out keeps the preset's value.
+its metadata "help" and "choices"; a flag left out keeps the preset's value. Each config's flags
+form one group of `--help`, under a title for users.
 """
 
 from __future__ import annotations
@@ -13,68 +14,61 @@ import pathlib
 import typing
 from typing import Any
 
-from optimizer3.config import EvaluationConfig, MetaTrainConfig, from_dict
+from optimizer3.configs import from_dict
 from optimizer3.errors import UsageError
+from optimizer3.learned.files import drop_runtime_fields
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line that names the problem, then exit status 2.
-
-    It also remembers the flags that `add_config_arguments` made, so that a second config with
-    a shared field can find the flag instead of adding it twice.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.config_flags: dict[str, argparse.Action] = {}
+    """argparse, but a usage error is one line that names the problem and this (sub)command's
+    help, then exit status 2."""
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
-
-
-SHARED_FLAGS = frozenset({"compile", "device", "workers"})
 
 
 def flag_name(field: dataclasses.Field) -> str:
     return "--" + field.metadata.get("flag", field.name).replace("_", "-")
 
 
-def add_config_arguments(parser: Parser, cls: type, defaults: Any) -> None:
-    """One flag per field of the (nested) dataclass `cls`; defaults shown from `defaults`.
+def add_config_arguments(
+    parser: argparse.ArgumentParser, cls: type, defaults: Any, title: str,
+    only: tuple[str, ...] | None = None, default_text: str | None = None,
+) -> None:
+    """One flag per field of the dataclass `cls` (nested dataclasses are flattened into the
+    same group), under the help group `title`.
 
-    A field in `SHARED_FLAGS` whose flag an earlier config made on this parser (`compile`,
-    `device` and `workers` are in both the meta-training and the evaluation config) shares that
-    flag: one `--compile` sets both. Any other field whose flag exists is a programming error.
+    `defaults`: the config whose values `--help` shows as the defaults, or None with
+    `default_text` saying where the defaults come from (a checkpoint, a recipe). `only`: the
+    fields that this command takes (all by default).
     """
+    group = parser.add_argument_group(title)
+    _add_fields(group, cls, defaults, only, default_text)
+
+
+def _add_fields(group, cls: type, defaults: Any, only, default_text: str | None) -> None:
     hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group(cls.__name__)
     for field in dataclasses.fields(cls):
-        hint, default = hints[field.name], getattr(defaults, field.name)
+        hint = hints[field.name]
+        default = None if defaults is None else getattr(defaults, field.name)
         if dataclasses.is_dataclass(hint):
-            add_config_arguments(parser, hint, default)
+            _add_fields(group, hint, default, only, default_text)
             continue
-        name, help_text = flag_name(field), field.metadata.get("help", "").replace("%", "%%")
-        shared = parser.config_flags.get(name)
-        if shared is not None:
-            if field.name not in SHARED_FLAGS:
-                raise ValueError(f"{cls.__name__}.{field.name}: flag {name} exists already")
-            # Where the two configs read the shared flag differently, its help says both.
-            if help_text not in shared.help:
-                shared.help += f"; for the {cls.__name__.removesuffix('Config').lower()}: {help_text}"
+        if only is not None and field.name not in only:
             continue
+        shown = default_text if defaults is None else (" ".join(map(str, default)) if isinstance(default, tuple) else default)
         kwargs: dict[str, Any] = {"dest": field.name, "default": None}
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(hint) is tuple:
             element = field.metadata.get("type", str)
             kwargs.update(nargs="+", type=element, metavar=element.__name__.upper())
-            default = " ".join(map(str, default))
         else:
-            kwargs["type"] = hint
-            kwargs["metavar"] = hint.__name__.upper()
+            kwargs.update(type=hint, metavar=hint.__name__.upper())
             if "choices" in field.metadata:
                 kwargs.update(choices=field.metadata["choices"], metavar=None)
-        parser.config_flags[name] = group.add_argument(name, help=f"{help_text} (default: {default})", **kwargs)
+        help_text = field.metadata.get("help", "").replace("%", "%%")
+        group.add_argument(flag_name(field), help=f"{help_text} (default: {shown})", **kwargs)
 
 
 def config_from_args(cls: type, args: argparse.Namespace, defaults: Any) -> Any:
@@ -90,32 +84,36 @@ def config_from_args(cls: type, args: argparse.Namespace, defaults: Any) -> Any:
     return dataclasses.replace(defaults, **changes)
 
 
-def load_config_file(path: str | None) -> tuple[MetaTrainConfig, EvaluationConfig]:
-    """Settings from a JSON file shaped like a run's config.json; defaults where it is silent."""
-    if path is None:
-        return MetaTrainConfig(), EvaluationConfig()
-    try:
-        data = json.loads(pathlib.Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise UsageError(f"Cannot read config file {path}: {error}") from None
-    if not isinstance(data, dict) or set(data) - {"meta_train", "evaluation"}:
-        raise UsageError(
-            f"Config file {path} must be a JSON object with keys meta_train and/or evaluation, "
-            "like the config.json of a run"
-        )
-    try:
-        return (from_dict(MetaTrainConfig, data.get("meta_train", {})),
-                from_dict(EvaluationConfig, data.get("evaluation", {})))
-    except UsageError as error:
-        raise UsageError(f"Config file {path}: {error}") from None
-
-
-def given_config_flags(args: argparse.Namespace, cls: type) -> list[str]:
+def given_flags(args: argparse.Namespace, cls: type) -> list[str]:
+    """The flags of `cls`'s fields that the command line gave."""
     hints = typing.get_type_hints(cls)
     flags = []
     for field in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[field.name]):
-            flags += given_config_flags(args, hints[field.name])
+            flags += given_flags(args, hints[field.name])
         elif getattr(args, field.name, None) is not None:
             flags.append(flag_name(field))
     return flags
+
+
+CONFIG_SECTIONS = ("meta_train", "evaluation")
+
+
+def load_config_file(path: str | None, sections: dict[str, tuple[type, Any]]) -> dict[str, Any]:
+    """Settings from a JSON file shaped like a run's config.json (sections "meta_train" and
+    "evaluation"): each of `sections` (name -> (config class, preset)) as the file gives it,
+    or its preset where the file is silent; a section the command does not take is ignored."""
+    if path is None:
+        return {key: preset for key, (_, preset) in sections.items()}
+    try:
+        data = json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"Cannot read config file {path}: {error}") from None
+    if not isinstance(data, dict) or set(data) - set(CONFIG_SECTIONS):
+        raise UsageError(f"Config file {path} must be a JSON object with keys {' and/or '.join(CONFIG_SECTIONS)}, "
+                         "like the config.json of a run")
+    try:
+        return {key: from_dict(cls, drop_runtime_fields(data[key])) if key in data else preset
+                for key, (cls, preset) in sections.items()}
+    except UsageError as error:
+        raise UsageError(f"Config file {path}: {error}") from None

@@ -16,10 +16,11 @@ from typing import Any, TextIO
 
 import torch
 
-from optimizer3.config import MetaTrainConfig
 from optimizer3.errors import RunDirectoryError
+from optimizer3.files import WriteError
 from optimizer3.learned.lstm import MetaParams
 from optimizer3.meta.checkpoint import atomic_save, make_checkpoint, on_cpu
+from optimizer3.meta.config import MetaTrainConfig
 
 
 @dataclasses.dataclass
@@ -71,10 +72,9 @@ def make_meta_optimizer(meta_params: MetaParams, config: MetaTrainConfig) -> tor
     return torch.optim.Adam(meta_params.values(), lr=config.meta_lr)
 
 
-def state_from_checkpoint(config: MetaTrainConfig, checkpoint: dict[str, Any]) -> RunState:
-    """The state a validated checkpoint (`load_checkpoint`) holds, ready to continue on the
-    config's device."""
-    device = torch.device(config.device)
+def state_from_checkpoint(config: MetaTrainConfig, checkpoint: dict[str, Any], device: str = "cpu") -> RunState:
+    """The state a validated checkpoint (`load_checkpoint`) holds, ready to continue on `device`."""
+    device = torch.device(device)
     meta_params = {k: v.to(device, copy=True).requires_grad_() for k, v in checkpoint["meta_params"].items()}
     meta_optimizer = make_meta_optimizer(meta_params, config)
     meta_optimizer.load_state_dict(checkpoint["meta_opt_state"])  # moves the state to the params' device
@@ -145,3 +145,44 @@ def open_metrics(run_dir: pathlib.Path, trajectory: int) -> TextIO:
             kept.append(line)
     path.write_text("".join(line + "\n" for line in kept))
     return path.open("a")
+
+
+class RunFiles:
+    """A run directory's metrics.jsonl and checkpoint.pt, written as the run goes.
+
+    A write that fails for lack of space or permission ends the run with a `WriteError` that
+    says which checkpoint is kept and how to continue. A fresh run (not a resume) first removes
+    an old run's checkpoint (--overwrite), so that it cannot be resumed or exported under the
+    new run's record before the new run saves its own.
+    """
+
+    def __init__(self, run_dir: pathlib.Path, trajectory: int, fresh: bool) -> None:
+        self.run_dir = run_dir
+        if fresh:
+            (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        self.saved = None if fresh else trajectory  # the trajectory of the checkpoint on disk
+        self.metrics = open_metrics(run_dir, trajectory)
+
+    def record(self, record: dict[str, Any]) -> None:
+        try:
+            self.metrics.write(json.dumps(record) + "\n")
+            self.metrics.flush()
+        except OSError as error:
+            raise self._failed(f"Cannot write {self.run_dir / 'metrics.jsonl'}: {error.strerror or error}") from None
+
+    def save(self, config: MetaTrainConfig, state: RunState) -> None:
+        try:
+            save_state(config, state, self.run_dir)
+        except WriteError as error:
+            raise self._failed(str(error)) from None
+        self.saved = state.trajectory
+
+    def close(self) -> None:
+        self.metrics.close()
+
+    def _failed(self, what: str) -> WriteError:
+        if self.saved is None:
+            return WriteError(f"{what}; no checkpoint of this run was saved yet: free space (or fix the "
+                              "permissions) and start it again")
+        return WriteError(f"{what}; the checkpoint of trajectory {self.saved} in {self.run_dir} is kept: free space "
+                          f"(or fix the permissions) and continue with: optimizer3 meta-train --resume {self.run_dir}")

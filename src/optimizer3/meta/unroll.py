@@ -1,7 +1,8 @@
 """The unrolled optimization of a batch of problems by the learned optimizer.
 
-This is the one place where the optimizee is trained by the LSTM: meta-training differentiates
-through `unroll`, and evaluation runs the same code without a meta-gradient.
+Meta-training differentiates through `unroll`: the optimizee's parameters are tensors of the
+meta-graph here, updated by the pure step `learned.lstm_fast.lstm_step`. Outside meta-training
+(evaluation, validation, a user's model) the same step is applied through `LearnedOptimizer`.
 
 References: Andrychowicz et al. 2016, section 2 and Figure 2.
 """
@@ -12,7 +13,8 @@ from typing import NamedTuple
 
 import torch
 
-from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams, init_state, step_function
+from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams, init_state
+from optimizer3.learned.lstm_fast import step_function
 from optimizer3.tasks.base import Task
 
 
@@ -101,6 +103,7 @@ def unroll(
     log_loss: bool = False,
     compile: bool = False,
     matmul_dtype: str = "float32",
+    batches: list | None = None,
 ) -> tuple[torch.Tensor, Carry, torch.Tensor]:
     """Run the learned optimizer for `steps` steps from `carry`.
 
@@ -116,8 +119,9 @@ def unroll(
       loss_clip: clip each loss in the meta-loss at this multiple of the problem's initial
         loss (`normalize_losses`); 0 disables.
       log_loss: the meta-loss sums the log of each loss instead (`meta_objective_terms`).
-      compile: run the LSTM step through `torch.compile` (`learned.lstm.step_function`).
-      matmul_dtype: the dtype of the LSTM's matrix products (`learned.lstm.lstm_step`).
+      compile: run the LSTM step through `torch.compile` (`learned.lstm_fast.step_function`).
+      matmul_dtype: the dtype of the LSTM's matrix products (`learned.lstm_fast.lstm_step`).
+      batches: the minibatch of each step, drawn beforehand; None draws them from `generator`.
 
     Returns:
       (meta_loss, carry, losses): `meta_loss` is the weighted sum over steps of the mean loss
@@ -132,7 +136,8 @@ def unroll(
     for t in range(steps):
         updates, state = lstm_step(meta_params, grads.reshape(-1), state, config, matmul_dtype)
         params = params + updates.view(shape)
-        losses, grads = loss_and_grad(task, params, task.sample_batch(generator), second_order)
+        batch = task.sample_batch(generator) if batches is None else batches[t]
+        losses, grads = loss_and_grad(task, params, batch, second_order)
         weight = 1.0 if weights is None else weights[t]
         terms = meta_objective_terms(losses, initial_losses, loss_clip, log_loss)
         meta_loss = meta_loss + weight * terms.mean()

@@ -1,7 +1,7 @@
 """A meta-trained LSTM optimizer as a `torch.optim.Optimizer`, for any PyTorch model.
 
-The class only gathers tensors: the update rule is `learned.lstm.lstm_step`, the same function
-the meta-trainer differentiates through, applied to each parameter's coordinates in blocks of
+The class only gathers tensors: the update rule is `learned.lstm_fast.lstm_step`, the same
+function the meta-trainer differentiates through, applied to each parameter's coordinates in blocks of
 rows (`chunk_rows`): small ones on a CPU, so that the LSTM's intermediate values stay in its
 cache, large ones on a GPU, where every block costs the same few dozen kernel launches.
 
@@ -24,15 +24,16 @@ from typing import Any
 
 import torch
 
-from optimizer3.config import from_dict, to_dict
-from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams, step_function
+from optimizer3.configs import from_dict, to_dict
 from optimizer3.errors import CheckpointError
-from optimizer3.meta.checkpoint import check_meta_params, load_learned_optimizer
+from optimizer3.learned.files import check_meta_params, load_learned_optimizer
+from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams
+from optimizer3.learned.lstm_fast import step_function
 
 # Rows per block, from `python benchmarks/step_cost.py --sweep-blocks` (BENCHMARKS.md): on a CPU
-# 8,192 rows ran a one-million-parameter step fastest; on an H200, blocks of 8,192 rows made the
-# same step 20 times slower than blocks of 2^20 (launch-bound), which bound the memory that one
-# block's intermediate values take (about 1 GB in float32).
+# 8,192 rows ran a one-million-parameter step fastest; on a GPU, blocks of 2^20 rows (small
+# blocks are launch-bound), which bounds the memory that one block's intermediate values take
+# (about 1 GB in float32).
 CHUNK_ROWS = 8192
 ACCELERATOR_CHUNK_ROWS = 1 << 20
 
@@ -58,14 +59,14 @@ class LearnedOptimizer(torch.optim.Optimizer):
         was meta-trained to make; a learning-rate scheduler scales it as it would scale SGD's
         step, which takes the optimizer outside what it was meta-trained on.
       maximize: maximize the objective instead of minimizing it.
-      compile: apply the update rule through `torch.compile` (`learned.lstm.step_function`):
-        up to 17% faster steps on large models (BENCHMARKS.md) after a first compile of
-        seconds to a minute; results equal to floating-point rounding.
+      compile: apply the update rule through `torch.compile` (`learned.lstm_fast.step_function`):
+        faster steps on large models (BENCHMARKS.md) after a first compile of seconds to a
+        minute; results equal to floating-point rounding.
 
-    State per parameter (in `self.state[p]`, created at its first step): `h` and `c`, the
-    LSTM's hidden and cell state of shape [layers, numel, hidden], `step`, and for an LSTM
-    with `momentum_inputs` or `mix_rms_decay` the gradient's moving averages `momentum`,
-    [numel, momentum_columns] (`LSTMOptimizerConfig.momentum_columns`). The
+    State per parameter (in `self.state[p]`, created at its first step), laid out as the
+    update rule's own `LSTMState` is (feature-major): `h` and `c`, the LSTM's hidden and cell
+    state of shape [layers, hidden, numel], `step`, and for an LSTM with `momentum_inputs` or
+    `mix_rms_decay` the gradient's moving averages `momentum`, [momentum_columns, numel]. The
     state is float32 for float32, bfloat16 and float16 parameters, float64 for float64 ones.
     """
 
@@ -110,8 +111,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], params, **kwargs: Any) -> "LearnedOptimizer":
         """From a learned-optimizer file or a meta-training checkpoint (its best meta-parameters)."""
-        meta_params, meta_config = load_learned_optimizer(path)
-        return cls(params, meta_params, meta_config.optimizer, **kwargs)
+        loaded = load_learned_optimizer(path)
+        return cls(params, loaded.meta_params, loaded.config, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name: str, params, **kwargs: Any) -> "LearnedOptimizer":
@@ -140,22 +141,17 @@ class LearnedOptimizer(torch.optim.Optimizer):
         return self._meta_cache[key]
 
     def _state_shapes(self, param: torch.Tensor) -> dict[str, tuple[int, ...]]:
-        """The shape of each state tensor of `param`."""
-        lstm = (self.config.layers, param.numel(), self.config.hidden_size)
+        """The shape of each state tensor of `param`: feature-major, one column per coordinate."""
+        lstm = (self.config.layers, self.config.hidden_size, param.numel())
         shapes = {"h": lstm, "c": lstm}
         if self.config.momentum_columns:
-            shapes["momentum"] = (param.numel(), self.config.momentum_columns)
+            shapes["momentum"] = (self.config.momentum_columns, param.numel())
         return shapes
 
     def _init_state(self, param: torch.Tensor) -> dict[str, Any]:
-        """Zero state of `param`: each tensor has the shape of `_state_shapes`, one row per
-        coordinate, and its last two axes swapped in memory, so that a block of rows,
-        transposed, is the feature-major `LSTMState` of `lstm_step` without a copy."""
-        def zeros(shape: tuple[int, ...]) -> torch.Tensor:
-            swapped = (*shape[:-2], shape[-1], shape[-2])
-            return torch.zeros(swapped, dtype=state_dtype(param), device=param.device).transpose(-1, -2)
-
-        return {"step": 0, **{key: zeros(shape) for key, shape in self._state_shapes(param).items()}}
+        """Zero state of `param`, in the shapes of `_state_shapes`."""
+        return {"step": 0, **{key: torch.zeros(shape, dtype=state_dtype(param), device=param.device)
+                              for key, shape in self._state_shapes(param).items()}}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -191,14 +187,14 @@ class LearnedOptimizer(torch.optim.Optimizer):
         block_rows = chunk_rows(grads.device)
         for begin in range(0, grads.numel(), block_rows):
             rows = slice(begin, begin + block_rows)
-            block = LSTMState(tuple(h[k, rows].t() for k in layers), tuple(c[k, rows].t() for k in layers),
-                              None if momentum is None else momentum[rows].t())
+            block = LSTMState(tuple(h[k, :, rows] for k in layers), tuple(c[k, :, rows] for k in layers),
+                              None if momentum is None else momentum[:, rows])
             updates[rows], new = self._step_function(meta_params, grads[rows], block, self.config)
             for k in layers:
-                h[k, rows] = new.h[k].t()
-                c[k, rows] = new.c[k].t()
+                h[k, :, rows] = new.h[k]
+                c[k, :, rows] = new.c[k]
             if momentum is not None:
-                momentum[rows] = new.momentum.t()
+                momentum[:, rows] = new.momentum
         return updates
 
     def _shapes(self) -> list[list[list[int]]]:

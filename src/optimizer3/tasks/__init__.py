@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from optimizer3.devices import device_from_name
+from optimizer3.runtime import device_from_name
 from optimizer3.errors import UsageError
 from optimizer3.tasks.base import Task, TaskFamily
 from optimizer3.tasks.mlp import MLPFamily, activation_names, parse_hidden

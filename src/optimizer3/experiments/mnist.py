@@ -13,21 +13,23 @@ import json
 import pathlib
 from typing import Any
 
-from optimizer3.config import EvaluationConfig, LearningRateGrid, MetaTrainConfig, to_dict
-from optimizer3.evaluate import Comparison
+from optimizer3.configs import to_dict
+from optimizer3.evaluation.compare import LEARNED, Comparison, compare_tasks
+from optimizer3.evaluation.config import EvaluationConfig, LearningRateGrid
+from optimizer3.evaluation.plotting import plot_panels
+from optimizer3.evaluation.report import json_safe, write_results
+from optimizer3.evaluation.runs import Learned
 from optimizer3.files import atomic_path, write_text_atomic
-from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
-from optimizer3.meta.checkpoint import meta_params_digest
-from optimizer3.plotting import plot_panels
+from optimizer3.learned.files import meta_params_digest
+from optimizer3.meta.config import MetaTrainConfig
 from optimizer3.provenance import code_version, describe_machine, machine
-from optimizer3.report import json_safe, write_results
+from optimizer3.runtime import RuntimeConfig
 from optimizer3.tasks import TaskConfig
 from optimizer3.tasks.mlp import activation_names, parse_hidden
-from optimizer3.workers import compare_tasks
 
-# The shipped optimizer that `reproduce mnist` evaluates unless told otherwise: the one at the
-# paper's margin on the four sigmoid networks (docs/mnist.md, trial 20).
-REPRODUCE_OPTIMIZER = "mnist-so"
+# The shipped optimizer that `reproduce mnist` evaluates unless told otherwise: the best one on
+# the paper's four sigmoid networks.
+REPRODUCE_OPTIMIZER = "mnist-paper"
 
 # Evaluation settings of `reproduce mnist`: 100 test runs per experiment (the issue's minimum),
 # baselines tuned on 16 validation runs over 1e-3 .. 10 (NAG's best rate on MNIST is near 1).
@@ -70,28 +72,28 @@ def mnist_experiments(trained: TaskConfig, horizon: int) -> list[Experiment]:
 
 
 def run_mnist_experiments(
-    learned: tuple[MetaParams, LSTMOptimizerConfig],
+    learned: Learned,
     meta: MetaTrainConfig,
     evaluation: EvaluationConfig,
+    runtime: RuntimeConfig,
     run_dir: pathlib.Path,
     data_dir: str | None,
     command: str,
     learned_source: str,
+    progress: bool = False,
 ) -> str:
     """Run the five experiments, write each one's results and the combined report; return it.
 
     Experiments on the same network, (a) and (b), share their runs: (a)'s are the first
-    `horizon` steps of (b)'s (`compare_horizons`), the same numbers as separate runs give. With
-    `evaluation.workers` > 1 the optimizers run side by side (`workers.compare_tasks`).
+    `horizon` steps of (b)'s, the same numbers as separate runs give. With `runtime.workers` > 1
+    the optimizers run side by side (`evaluation.compare`).
     """
     experiments = mnist_experiments(meta.task, meta.horizon)
     groups: dict[TaskConfig, list[Experiment]] = {}
     for experiment in experiments:
         groups.setdefault(experiment.task, []).append(experiment)
-    announce = lambda task, horizons: print(  # noqa: E731
-        f"experiment {' and '.join(e.title for e in groups[task])} ...", flush=True)
     results = compare_tasks(learned, [(task, tuple(e.steps for e in group)) for task, group in groups.items()],
-                            evaluation, meta.validation_seed, data_dir, on_start=announce)
+                            evaluation, meta.validation_seed, runtime, data_dir, progress)
     comparisons: dict[str, Comparison] = {}
     for by_steps, group in zip(results, groups.values()):
         for experiment in group:
@@ -142,23 +144,23 @@ def summary_rows(outcomes: dict[str, tuple[Experiment, Comparison]]) -> list[dic
     rows = []
     for key, (experiment, comparison) in outcomes.items():
         summaries = comparison.summaries
-        best = min((name for name in summaries if name != "lstm"), key=lambda name: summaries[name]["mean"])
+        best = min((name for name in summaries if name != LEARNED), key=lambda name: summaries[name]["mean"])
         rows.append({
             "experiment": experiment.title,
             "key": key,
             "steps": experiment.steps,
-            "lstm_mean": summaries["lstm"]["mean"],
-            "lstm_mean_ci": summaries["lstm"]["mean_ci"],
+            "lstm_mean": summaries[LEARNED]["mean"],
+            "lstm_mean_ci": summaries[LEARNED]["mean_ci"],
             "best_baseline": best,
             "best_baseline_lr": comparison.learning_rates[best],
             "best_baseline_mean": summaries[best]["mean"],
             "best_baseline_mean_ci": summaries[best]["mean_ci"],
             "ratio": comparison.ratios()["mean_vs_best_baseline"],
-            "lstm_test_accuracy": summaries["lstm"].get("test_accuracy"),
-            "best_accuracy_baseline": max((n for n in summaries if n != "lstm"),
+            "lstm_test_accuracy": summaries[LEARNED].get("test_accuracy"),
+            "best_accuracy_baseline": max((n for n in summaries if n != LEARNED),
                                           key=lambda n: summaries[n].get("test_accuracy", 0.0)),
             "best_baseline_test_accuracy": max(summaries[n].get("test_accuracy", 0.0)
-                                               for n in summaries if n != "lstm"),
+                                               for n in summaries if n != LEARNED),
         })
     return rows
 

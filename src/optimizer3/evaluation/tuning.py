@@ -15,10 +15,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from optimizer3.config import LearningRateGrid
+from optimizer3.evaluation.config import LearningRateGrid
 from optimizer3.errors import UsageError
 from optimizer3.tasks.base import Task
-from optimizer3.trajectories import run_baselines, tuning_score
+from optimizer3.evaluation.runs import run_baselines, tuning_score
 
 
 @dataclasses.dataclass(frozen=True)

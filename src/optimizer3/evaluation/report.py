@@ -8,9 +8,9 @@ import math
 import pathlib
 from typing import Any
 
-from optimizer3.evaluate import Comparison
+from optimizer3.evaluation.compare import LEARNED, Comparison
+from optimizer3.evaluation.plotting import plot_loss_curves
 from optimizer3.files import atomic_path, write_text_atomic
-from optimizer3.plotting import plot_loss_curves
 from optimizer3.provenance import code_version, describe_machine, machine
 
 
@@ -64,7 +64,7 @@ def write_results(
 ) -> str:
     """Write results.json, results.md and loss_curves.png into `run_dir`; return the table."""
     table = markdown_table(comparison)
-    has_learned = "lstm" in comparison.summaries and len(comparison.summaries) > 1
+    has_learned = LEARNED in comparison.summaries and len(comparison.summaries) > 1
     ratios = comparison.ratios() if has_learned else {}
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     machine_info = machine()

@@ -2,6 +2,8 @@
 
 The baselines and the learned optimizer are all `torch.optim` optimizers, run by one loop in the
 same order of random draws, so that all of them see the same starting points and minibatches.
+This loop is how a learned optimizer is applied outside its meta-training unroll: in
+evaluation, in meta-training's validation, and (through `LearnedOptimizer`) by a user.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
 from optimizer3.optim.baselines import make_baseline, make_baselines
 from optimizer3.optim.learned import LearnedOptimizer
 from optimizer3.tasks.base import Task
+
+# A learned optimizer to run: its meta-parameters and architecture.
+Learned = tuple[MetaParams, LSTMOptimizerConfig]
 
 
 class Run(NamedTuple):
@@ -121,16 +126,11 @@ def run_baselines(name: str, lrs: list[float], task: Task, steps: int, seed: int
 
 
 def run_learned(
-    meta_params: MetaParams,
-    config: LSTMOptimizerConfig,
-    task: Task,
-    steps: int,
-    seed: int,
-    compile: bool = False,
-    keep: Iterable[int] = (),
+    learned: Learned, task: Task, steps: int, seed: int, compile: bool = False, keep: Iterable[int] = ()
 ) -> Run:
     """`run_optimizer` with the learned optimizer, applied through `LearnedOptimizer` exactly as
     a user would apply it to their own model (`compile`: through `torch.compile`)."""
+    meta_params, config = learned
     return run_optimizer(
         lambda params: LearnedOptimizer(params, meta_params, config, compile=compile), task, steps, seed, keep
     )
