@@ -1,18 +1,20 @@
 """Train a small convolutional network on MNIST with a pretrained learned optimizer, and with Adam.
 
-    python examples/train_cnn.py --data-dir ../shared/data/mnist
+    python examples/train_cnn.py --data-dir ../shared/data/mnist [--out runs/examples/cnn_losses.png]
 
 The learned optimizer was meta-trained on a different model (an MLP with one sigmoid hidden
 layer, for 100 steps); this network has convolutions and ReLUs and is trained for longer, so
 this is a test of how it generalizes. Adam's learning rate is tuned first, on runs with seeds
 of their own, by the criterion the project uses everywhere: the lowest mean final training
 loss. Then both optimizers train the network from the same initial weights on the same
-minibatches, for several seeds. Writes cnn_losses.png and prints the final figures.
+minibatches, for several seeds. Writes the figure (by default into runs/examples/, outside the
+tracked files) and prints the final figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import time
 
 import matplotlib
@@ -76,7 +78,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=5, help="runs per optimizer in the comparison")
-    parser.add_argument("--out", default="cnn_losses.png")
+    parser.add_argument("--out", default="runs/examples/cnn_losses.png", help="where to write the figure")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     began = time.perf_counter()
@@ -118,6 +120,7 @@ def main() -> None:
     axis.set_title(f"SmallCNN on MNIST, mean of {args.seeds} seeds (band: min to max)")
     axis.legend()
     figure.tight_layout()
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=120)
     print(f"plot: {args.out}; {time.perf_counter() - began:.0f} s")
 

@@ -80,6 +80,13 @@ def _architecture(optimizer: dict[str, Any]) -> str:
     return text
 
 
+def _stages(card: dict[str, Any]) -> list[str]:
+    """The commands of the meta-training stages that made the optimizer, first to last."""
+    recipe = card.get("recipe") or [{"command": card["meta_training"]["command"]}]
+    head = "  meta-trained:" if len(recipe) == 1 else f"  meta-trained in {len(recipe)} stages, each from the one before:"
+    return [head, *(f"    {stage['command']}" for stage in recipe)]
+
+
 def describe(card: dict[str, Any]) -> str:
     """A few lines about one pretrained optimizer, for `optimizer3 list-pretrained`."""
     training, evaluation = card["meta_training"], card["evaluation"]
@@ -87,8 +94,8 @@ def describe(card: dict[str, Any]) -> str:
              *(f"  known to fail: {failure}" for failure in card.get("known_failures", [])),
              f"  architecture: {_architecture(card['optimizer'])}",
              f"  how it was made: {card['description']}",
-             f"  meta-trained: {training['command']}",
-             f"    seed {training['seed']}, {training['seconds']:.0f} s on {training['machine']['processor']}, "
+             *_stages(card),
+             f"    last stage: seed {training['seed']}, {training['seconds']:.0f} s on {training['machine']['processor']}, "
              f"code {training['code_version']}, {training['date']}",
              f"  evaluated: {evaluation['command']}"]
     final = evaluation["final_loss"]
