@@ -44,7 +44,7 @@ elif name == "learned-step-1M":
     from optimizer3.optim.learned import LearnedOptimizer
     model = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.Sigmoid(), torch.nn.Linear(1024, 256),
                                 torch.nn.Sigmoid(), torch.nn.Linear(256, 10))
-    optimizer = LearnedOptimizer.from_pretrained("mnist", model.parameters())
+    optimizer = LearnedOptimizer.from_pretrained("mnist", model.parameters(), threads=0)  # torch's count
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
     run = optimizer.step

@@ -65,8 +65,8 @@ def _fails_cleanly(capsys, argv, *needles):
 
 @pytest.mark.parametrize(
     "extra,needles",
-    [(["--task", "cubic"], ["cubic"]),
-     (["--task", "mnist"], ["reproduce quadratic runs the quadratic task"]),
+    [(["--task", "mnist"], ["unrecognized arguments: --task mnist"]),
+     (["--hidden", "30"], ["unrecognized arguments: --hidden 30"]),
      (["--baselines", "sgd", "adagrad"], ["adagrad"]),
      (["--horizon", "100", "--unroll", "30"], ["30", "does not divide", "100"]),
      (["--horizon", "0"], ["horizon: 0"]),
@@ -176,6 +176,7 @@ def test_a_run_config_file_is_a_preset_that_flags_override(tmp_path, reproduced)
      ('{"training": {}}', "meta_train and/or evaluation"),
      ('{"meta_train": {"task": {"hidden": [20.5]}}}', "Invalid hidden: [20.5]; expected a list of int"),
      ('{"meta_train": {"task": {"mix_hidden": [40]}}}', "Invalid mix_hidden: [40]; expected a list of str"),
+     ('{"meta_train": {"task": {"name": "mnist"}}}', "reproduce quadratic runs the quadratic task, not --task mnist"),
      ('{"evaluation": {"baselines": []}}', "Invalid baselines: none given"),
      ('{"evaluation": {"grid": {"max_extensions": -1}}}', "max_extensions: -1")],
 )

@@ -337,3 +337,24 @@ def test_a_first_call_under_inference_mode_does_not_break_meta_gradients(momentu
     updates, _ = lstm_step(trainable, torch.randn(4), init_state(config, 4), config)
     updates.sum().backward()
     assert all(v.grad is not None for v in trainable.values())
+
+
+def test_a_step_runs_on_at_most_its_threads_and_gives_torchs_count_back(monkeypatch):
+    from optimizer3 import runtime
+
+    seen = []
+    param = torch.nn.Parameter(torch.zeros(3))
+    param.grad = torch.ones(3)
+    monkeypatch.setattr(learned_module, "default_threads", lambda: 1)
+    default = LearnedOptimizer([param], _meta(), CONFIG)
+    untouched = LearnedOptimizer([param], _meta(), CONFIG, threads=0)
+    original = default._step_groups
+    monkeypatch.setattr(default, "_step_groups", lambda: seen.append(torch.get_num_threads()) or original())
+    monkeypatch.setattr(untouched, "_step_groups", lambda: seen.append(torch.get_num_threads()))
+    torch.set_num_threads(2)  # the autouse fixture gives the test's count back afterwards
+    default.step()
+    untouched.step()
+    assert seen == [1, 2] and torch.get_num_threads() == 2
+    assert runtime.default_threads() >= 1
+    with pytest.raises(ValueError, match="Invalid threads: -1"):
+        LearnedOptimizer([param], _meta(), CONFIG, threads=-1)

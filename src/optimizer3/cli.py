@@ -27,9 +27,12 @@ from optimizer3.configs import from_dict, to_dict
 from optimizer3.errors import Optimizer3Error, UsageError
 from optimizer3.evaluation.config import EvaluationConfig
 from optimizer3.experiments import commands, reproduce
-from optimizer3.flags import Parser, add_config_arguments, config_from_args, given_flags, load_config_file
+from optimizer3 import flags
+from optimizer3.flags import (
+    Parser, add_common, add_config_arguments, add_config_file, add_experiment_flags, config_from_args, given_flags,
+    load_config_file,
+)
 from optimizer3.learned.files import drop_runtime_fields, load_learned_optimizer
-from optimizer3.learned.lstm import LSTMOptimizerConfig
 from optimizer3.meta.config import MetaTrainConfig
 from optimizer3.meta.distributed import launched_size, leave_launched_run
 from optimizer3.meta.export import CardText, export_pretrained
@@ -58,7 +61,7 @@ def command_meta_train(args: argparse.Namespace) -> None:
     else:
         if not args.run_dir:
             raise UsageError("meta-train needs --run-dir (a new run) or --resume RUN_DIR (an interrupted one)")
-        preset = load_config_file(args.config, {"meta_train": (MetaTrainConfig, MetaTrainConfig())})["meta_train"]
+        preset = loadadd_config_file(args.config, {"meta_train": (MetaTrainConfig, MetaTrainConfig())})["meta_train"]
         config = config_from_args(MetaTrainConfig, args, preset)
         result = commands.meta_train_command(config, runtime, args.run_dir, args.overwrite, args.data_dir,
                                              progress, args.argv)
@@ -100,7 +103,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
 def command_reproduce(args: argparse.Namespace) -> None:
     runtime, progress = _runtime(args), not args.quiet
     if args.experiment == "quadratic":
-        presets = load_config_file(args.config, {"meta_train": (MetaTrainConfig, reproduce.QUADRATIC[0]),
+        presets = loadadd_config_file(args.config, {"meta_train": (MetaTrainConfig, reproduce.QUADRATIC[0]),
                                                  "evaluation": (EvaluationConfig, reproduce.QUADRATIC[1])})
         meta = config_from_args(MetaTrainConfig, args, presets["meta_train"])
         evaluation = config_from_args(EvaluationConfig, args, presets["evaluation"])
@@ -133,33 +136,6 @@ def command_export(args: argparse.Namespace) -> None:
     print(f"wrote {weights} and {card}")
 
 
-def _common(parser: argparse.ArgumentParser, run_dir_help: str | None) -> None:
-    if run_dir_help:
-        parser.add_argument("--run-dir", help=run_dir_help)
-        parser.add_argument("--overwrite", action="store_true", help="write into a run directory that holds files")
-    parser.add_argument("--quiet", action="store_true", help="print only the result: no settings, no progress")
-    parser.add_argument("--data-dir", default=None, help="where to look for data (MNIST) first; then "
-                        "$OPTIMIZER3_DATA_DIR, then the user's cache directory, then download")
-
-
-def _experiment_flags(parser, meta: MetaTrainConfig | None, evaluation: EvaluationConfig | None, text=None) -> None:
-    """The task, architecture and meta-training flags, with `meta`'s values as the defaults
-    shown (None: `text` says where the defaults come from); the evaluation's, if given."""
-    default = (lambda part: getattr(meta, part)) if meta is not None else (lambda part: None)
-    add_config_arguments(parser, TaskConfig, default("task"), "task", default_text=text)
-    add_config_arguments(parser, LSTMOptimizerConfig, default("optimizer"), "learned-optimizer architecture",
-                         default_text=text)
-    add_config_arguments(parser, MetaTrainConfig, meta, "meta-training", default_text=text,
-                         only=tuple(f.name for f in dataclasses.fields(MetaTrainConfig) if f.name not in ("task", "optimizer")))
-    if evaluation is not None:
-        add_config_arguments(parser, EvaluationConfig, evaluation, "evaluation")
-
-
-def _config_file(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="JSON", help="start from the settings in this file (a run's "
-                        "config.json); flags given here override it")
-
-
 def build_parser() -> Parser:
     parser = Parser(prog="optimizer3", description="Learned optimizers for PyTorch: meta-train a learned "
                     "optimizer and compare it with tuned hand-designed ones.")
@@ -169,9 +145,9 @@ def build_parser() -> Parser:
     train = sub.add_parser("meta-train", help="meta-train a learned optimizer (or resume a run)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint, with "
                        "its own experiment settings (the flags of how it computes may change)")
-    _common(train, "directory of the new run: checkpoint, metrics, config.json, run.json")
-    _config_file(train)
-    _experiment_flags(train, MetaTrainConfig(), None)
+    add_common(train, "directory of the new run: checkpoint, metrics, config.json, run.json")
+    add_config_file(train)
+    add_experiment_flags(train, MetaTrainConfig(), None)
     add_config_arguments(train, RuntimeConfig, RuntimeConfig(), "how it computes")
     train.set_defaults(handler=command_meta_train)
 
@@ -181,7 +157,7 @@ def build_parser() -> Parser:
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint.pt of a meta-train run, or a learned-optimizer file")
     source.add_argument("--pretrained", metavar="NAME", help="a shipped pretrained optimizer (list-pretrained)")
-    _common(evaluate, "directory for results.json, results.md and loss_curves.png (required)")
+    add_common(evaluate, "directory for results.json, results.md and loss_curves.png (required)")
     add_config_arguments(evaluate, TaskConfig, None, "task", default_text="the optimizer's training task's")
     add_config_arguments(evaluate, EvaluationConfig, EvaluationConfig(), "evaluation")
     add_config_arguments(evaluate, RuntimeConfig, RuntimeConfig(), "how it computes", only=EVALUATION_RUNTIME)
@@ -191,9 +167,10 @@ def build_parser() -> Parser:
     experiments = again.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT", parser_class=Parser)
     quadratic = experiments.add_parser("quadratic", help="meta-train on random quadratics, then compare with the "
                                        "tuned baselines on 1,000 test problems (1 to 3 minutes)")
-    _common(quadratic, "directory of the run (default: runs/quadratic)")
-    _config_file(quadratic)
-    _experiment_flags(quadratic, reproduce.QUADRATIC[0], reproduce.QUADRATIC[1])
+    add_common(quadratic, "directory of the run (default: runs/quadratic)")
+    add_config_file(quadratic)
+    add_experiment_flags(quadratic, reproduce.QUADRATIC[0], reproduce.QUADRATIC[1],
+                         task_fields=flags.QUADRATIC_TASK_FIELDS)
     add_config_arguments(quadratic, RuntimeConfig, RuntimeConfig(), "how it computes")
     mnist = experiments.add_parser("mnist", help="the five MNIST experiments with a shipped optimizer (or one "
                                    "meta-trained here by its recipe)")
@@ -201,8 +178,8 @@ def build_parser() -> Parser:
                        help=f"the shipped optimizer (default: {reproduce.REPRODUCE_OPTIMIZER})")
     mnist.add_argument("--meta-train", action="store_true", help="meta-train a new optimizer first, from scratch, "
                        "by every stage of the shipped one's recipe; the meta-training flags given change every stage")
-    _common(mnist, "directory of the run (default: runs/mnist-experiments)")
-    _experiment_flags(mnist, None, reproduce.MNIST[1], text="the recipe's")
+    add_common(mnist, "directory of the run (default: runs/mnist-experiments)")
+    add_experiment_flags(mnist, None, reproduce.MNIST[1], text="the recipe's", task_fields=flags.MNIST_TASK_FIELDS)
     add_config_arguments(mnist, RuntimeConfig, RuntimeConfig(), "how it computes")
     again.set_defaults(handler=command_reproduce)
 

@@ -16,7 +16,11 @@ from typing import Any
 
 from optimizer3.configs import from_dict
 from optimizer3.errors import UsageError
+from optimizer3.evaluation.config import EvaluationConfig
 from optimizer3.learned.files import drop_runtime_fields
+from optimizer3.learned.lstm import LSTMOptimizerConfig
+from optimizer3.meta.config import MetaTrainConfig
+from optimizer3.tasks import TaskConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -117,3 +121,40 @@ def load_config_file(path: str | None, sections: dict[str, tuple[type, Any]]) ->
                 for key, (cls, preset) in sections.items()}
     except UsageError as error:
         raise UsageError(f"Config file {path}: {error}") from None
+
+
+def add_common(parser: argparse.ArgumentParser, run_dir_help: str | None) -> None:
+    """--run-dir (with `run_dir_help`, unless None) and --overwrite, --quiet, --data-dir."""
+    if run_dir_help:
+        parser.add_argument("--run-dir", help=run_dir_help)
+        parser.add_argument("--overwrite", action="store_true", help="write into a run directory that holds files")
+    parser.add_argument("--quiet", action="store_true", help="print only the result: no settings, no progress")
+    parser.add_argument("--data-dir", default=None, help="where to look for data (MNIST) first; then "
+                        "$OPTIMIZER3_DATA_DIR, then the user's cache directory, then download")
+
+
+QUADRATIC_TASK_FIELDS = ("dim",)
+MNIST_TASK_FIELDS = ("hidden", "mix_hidden", "activation", "batch_size", "init_scale")
+
+
+def add_experiment_flags(
+    parser, meta: MetaTrainConfig | None, evaluation: EvaluationConfig | None, text: str | None = None,
+    task_fields: tuple[str, ...] | None = None,
+) -> None:
+    """The task (`task_fields` of it, all by default), architecture and meta-training flags,
+    with `meta`'s values as the defaults shown (None: `text` says where the defaults come
+    from); the evaluation's, if given."""
+    default = (lambda part: getattr(meta, part)) if meta is not None else (lambda part: None)
+    add_config_arguments(parser, TaskConfig, default("task"), "task", only=task_fields, default_text=text)
+    add_config_arguments(parser, LSTMOptimizerConfig, default("optimizer"), "learned-optimizer architecture",
+                         default_text=text)
+    add_config_arguments(parser, MetaTrainConfig, meta, "meta-training", default_text=text,
+                         only=tuple(f.name for f in dataclasses.fields(MetaTrainConfig) if f.name not in ("task", "optimizer")))
+    if evaluation is not None:
+        add_config_arguments(parser, EvaluationConfig, evaluation, "evaluation")
+
+
+def add_config_file(parser: argparse.ArgumentParser) -> None:
+    """--config: a run's config.json as the preset that flags override."""
+    parser.add_argument("--config", metavar="JSON", help="start from the settings in this file (a run's "
+                        "config.json); flags given here override it")

@@ -33,8 +33,9 @@ class RuntimeConfig:
         "cpu", "where the optimizees and the learned optimizer compute: cpu, cuda or cuda:N (random "
         "draws stay on the CPU, so every device sees the same problems and minibatches)")
     threads: int = field(
-        0, "torch CPU threads; 0 chooses by the machine (see BENCHMARKS.md, 'Threads'); results are "
-        "bit-identical only for the same thread count")
+        0, "torch CPU threads; 0: half this machine's cores, at least one, which keeps a run on a "
+        "machine shared with one other busy process within about 2x of its time alone (BENCHMARKS.md, "
+        "'Threads'); results are bit-identical only for the same thread count")
     workers: int = field(
         1, "processes on this machine that share the work, each with an equal share of the threads: "
         "meta-training splits every trajectory's problems between them and averages the "
@@ -100,7 +101,21 @@ def check_compiler() -> None:
         )
 
 
+def default_threads() -> int:
+    """Torch CPU threads where none are asked for: half the cores this process may use, at
+    least one.
+
+    Torch's own default, every core, is the fastest alone but fragile when the machine is
+    shared: on a 2-core machine beside one other busy torch process, two threads made the
+    project's workloads 4 to 18 times slower than at their best alone, one thread 1.6 to 2.2
+    times (`benchmarks/threads.py`; BENCHMARKS.md, "Threads"), because every parallel operation
+    waits for its slowest thread, and a thread that has lost its core holds up all the others.
+    Half the cores leaves room for one other process of the same kind.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // 2)
+
+
 def apply_threads(runtime: RuntimeConfig) -> None:
-    """Set torch's CPU threads for this command: `runtime.threads`, or torch's own choice."""
-    if runtime.threads:
-        torch.set_num_threads(runtime.threads)
+    """Set torch's CPU threads for this command: `runtime.threads`, or `default_threads()`."""
+    torch.set_num_threads(runtime.threads or default_threads())

@@ -18,8 +18,9 @@ References: Andrychowicz et al. 2016, section 2.1.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from optimizer3.errors import CheckpointError
 from optimizer3.learned.files import check_meta_params, load_learned_optimizer
 from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams
 from optimizer3.learned.lstm_fast import step_function
+from optimizer3.runtime import default_threads
 
 # Rows per block, from `python benchmarks/step_cost.py --sweep-blocks` (BENCHMARKS.md): on a CPU
 # 8,192 rows ran a one-million-parameter step fastest; on a GPU, blocks of 2^20 rows (small
@@ -48,6 +50,20 @@ def state_dtype(param: torch.Tensor) -> torch.dtype:
     return torch.float64 if param.dtype == torch.float64 else torch.float32
 
 
+@contextlib.contextmanager
+def _at_most_threads(threads: int) -> Iterator[None]:
+    """torch's CPU threads capped at `threads` (0: no cap) for the block, then as they were."""
+    before = torch.get_num_threads()
+    if not threads or threads >= before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class LearnedOptimizer(torch.optim.Optimizer):
     """The coordinatewise LSTM optimizer of Andrychowicz et al. (2016) for any parameters.
 
@@ -62,6 +78,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
       compile: apply the update rule through `torch.compile` (`learned.lstm_fast.step_function`):
         faster steps on large models (BENCHMARKS.md) after a first compile of seconds to a
         minute; results equal to floating-point rounding.
+      threads: at most this many torch CPU threads during a step (restored after it); None:
+        `runtime.default_threads()`, half the cores: a step is hundreds of small operations,
+        and with every core's thread it ran 12 times slower on a 2-core machine shared with one
+        other busy process, with half of them 1.8 times (BENCHMARKS.md, "Threads"); 0: torch's
+        own setting, untouched.
 
     State per parameter (in `self.state[p]`, created at its first step), laid out as the
     update rule's own `LSTMState` is (feature-major): `h` and `c`, the LSTM's hidden and cell
@@ -78,14 +99,18 @@ class LearnedOptimizer(torch.optim.Optimizer):
         lr: float = 1.0,
         maximize: bool = False,
         compile: bool = False,
+        threads: int | None = None,
     ) -> None:
         if not (isinstance(lr, (int, float)) and lr >= 0.0):
             raise ValueError(f"Invalid learning rate: {lr}")
+        if threads is not None and not (isinstance(threads, int) and threads >= 0):
+            raise ValueError(f"Invalid threads: {threads!r}; use None, 0 or a positive integer")
         try:
             check_meta_params(meta_params, config, "LearnedOptimizer(meta_params=...)")
         except CheckpointError as error:
             raise ValueError(str(error)) from None
         self.config = config
+        self.threads = default_threads() if threads is None else threads
         self._compile = compile
         self._step_function = step_function(compile)
         self.meta_params = {k: v.detach().clone() for k, v in meta_params.items()}
@@ -96,14 +121,14 @@ class LearnedOptimizer(torch.optim.Optimizer):
         # torch.optim.Optimizer pickles only defaults, state and param_groups; a copy or an
         # unpickled optimizer also needs the LSTM itself.
         return {**super().__getstate__(), "config": self.config, "meta_params": self.meta_params,
-                "compile": self._compile}
+                "compile": self._compile, "threads": self.threads}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Also what torch.optim's load_state_dict calls, with state and groups alone.
         state = dict(state)
         if "config" in state:
             self.config, self.meta_params = state.pop("config"), state.pop("meta_params")
-            self._compile = state.pop("compile")
+            self._compile, self.threads = state.pop("compile"), state.pop("threads", default_threads())
             self._step_function = step_function(self._compile)
             self._meta_cache = {}
         super().__setstate__(state)
@@ -160,6 +185,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        with _at_most_threads(self.threads):
+            self._step_groups()
+        return loss
+
+    def _step_groups(self) -> None:
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is None:
@@ -176,7 +206,6 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 updates = self._updates(-grads if group["maximize"] else grads, state)
                 param.add_(updates.view(param.shape), alpha=group["lr"])
                 state["step"] += 1
-        return loss
 
     def _updates(self, grads: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
         """The learned update of every coordinate, advancing its state in place, block by block."""

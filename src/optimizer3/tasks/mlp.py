@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from optimizer3.errors import UsageError
+from optimizer3.tasks.batched import SideBySide, stack
 from optimizer3.tasks.mnist import MNIST
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
@@ -61,42 +62,6 @@ def activate(x: torch.Tensor, names: tuple[str, ...], first: int = 0) -> torch.T
         begin = (index - first) % len(names)
         out[:, begin :: len(names)] = ACTIVATIONS[name](x[:, begin :: len(names)])
     return out
-
-
-def _stack(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
-    """torch.stack, without a copy for a single tensor."""
-    return tensors[0].unsqueeze(dim) if len(tensors) == 1 else torch.stack(tensors, dim)
-
-
-class _SideBySide(torch.autograd.Function):
-    """`torch.baddbmm(bias, inputs, weight)` for copies whose weights and biases stand side by
-    side in the columns, with each copy's gradients computed as its own `baddbmm`'s would be.
-
-    A column of a matrix product does not depend on its neighbours, so the forward pass and the
-    weights' gradient match a copy's own product up to the BLAS's rounding (bit for bit at
-    `reproduce mnist`'s shapes with this machine's MKL: benchmarks/tuning.py); the bias
-    gradient, a sum over the examples, is taken per copy on a tensor of that copy's own
-    shape, because over the wide tensor the sum rounds differently.
-    """
-
-    @staticmethod
-    def forward(ctx, bias, inputs, weight, copies):
-        ctx.save_for_backward(inputs, weight)
-        ctx.copies = copies
-        return torch.baddbmm(bias, inputs, weight)
-
-    @staticmethod
-    def backward(ctx, grad):
-        inputs, weight = ctx.saved_tensors
-        grad_bias = grad_inputs = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            per_copy = grad.chunk(ctx.copies, dim=2)
-            grad_bias = torch.cat([part.contiguous().sum(1, keepdim=True) for part in per_copy], dim=2)
-        if ctx.needs_input_grad[1]:
-            grad_inputs = grad.bmm(weight.transpose(1, 2))
-        if ctx.needs_input_grad[2]:
-            grad_weight = inputs.transpose(1, 2).bmm(grad)
-        return grad_bias, grad_inputs, grad_weight, None
 
 
 def layer_shapes(inputs: int, hidden: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -166,12 +131,12 @@ class MLPTask:
         pieces = [copy.split(sizes, -1) for copy in params]
         x = inputs
         for layer, (fan_in, fan_out) in enumerate(self.shapes):
-            bias = _stack([piece[2 * layer + 1] for piece in pieces], 0)
+            bias = stack([piece[2 * layer + 1] for piece in pieces], 0)
             if layer == 0:
                 # The copies of an instance read the same inputs: one product with their weights
                 # side by side ([instances, pixels, copies * units]) instead of one per copy.
-                # Each copy's columns come out as its own product would (`_SideBySide`).
-                weight = _stack([piece[0].view(instances, fan_in, fan_out) for piece in pieces], 2)
+                # Each copy's columns come out as its own product would (`SideBySide`).
+                weight = stack([piece[0].view(instances, fan_in, fan_out) for piece in pieces], 2)
                 weight = weight.view(instances, fan_in, copies * fan_out)
                 bias = bias.permute(1, 0, 2).reshape(instances, 1, copies * fan_out)
                 if x.shape[0] != instances:  # inputs shared by every instance too (test images)
@@ -179,11 +144,11 @@ class MLPTask:
                 elif copies == 1:
                     x = torch.baddbmm(bias, x, weight)
                 else:
-                    x = _SideBySide.apply(bias, x, weight, copies)
+                    x = SideBySide.apply(bias, x, weight, copies)
                 x = x.view(instances, -1, copies, fan_out).permute(2, 0, 1, 3)
             else:
                 rows = copies * instances
-                weight = _stack([piece[2 * layer].view(instances, fan_in, fan_out) for piece in pieces], 0)
+                weight = stack([piece[2 * layer].view(instances, fan_in, fan_out) for piece in pieces], 0)
                 x = torch.baddbmm(bias.view(rows, 1, fan_out), x.reshape(rows, -1, fan_in),
                                   weight.view(rows, fan_in, fan_out)).view(copies, instances, -1, fan_out)
             if layer != len(self.shapes) - 1:
