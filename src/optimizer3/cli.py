@@ -61,7 +61,7 @@ def command_meta_train(args: argparse.Namespace) -> None:
     else:
         if not args.run_dir:
             raise UsageError("meta-train needs --run-dir (a new run) or --resume RUN_DIR (an interrupted one)")
-        preset = loadadd_config_file(args.config, {"meta_train": (MetaTrainConfig, MetaTrainConfig())})["meta_train"]
+        preset = load_config_file(args.config, {"meta_train": (MetaTrainConfig, MetaTrainConfig())})["meta_train"]
         config = config_from_args(MetaTrainConfig, args, preset)
         result = commands.meta_train_command(config, runtime, args.run_dir, args.overwrite, args.data_dir,
                                              progress, args.argv)
@@ -103,7 +103,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
 def command_reproduce(args: argparse.Namespace) -> None:
     runtime, progress = _runtime(args), not args.quiet
     if args.experiment == "quadratic":
-        presets = loadadd_config_file(args.config, {"meta_train": (MetaTrainConfig, reproduce.QUADRATIC[0]),
+        presets = load_config_file(args.config, {"meta_train": (MetaTrainConfig, reproduce.QUADRATIC[0]),
                                                  "evaluation": (EvaluationConfig, reproduce.QUADRATIC[1])})
         meta = config_from_args(MetaTrainConfig, args, presets["meta_train"])
         evaluation = config_from_args(EvaluationConfig, args, presets["evaluation"])

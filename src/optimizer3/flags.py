@@ -25,7 +25,11 @@ from optimizer3.tasks import TaskConfig
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line that names the problem and this (sub)command's
-    help, then exit status 2."""
+    help, then exit status 2; and no abbreviated flags (`--hidden` is not `--hidden-size`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
