@@ -1,7 +1,7 @@
 """Where the shipped MNIST optimizers stop working: MLPs of other activations and depths.
 
     python benchmarks/generalization.py --data-dir ../shared/data/mnist [--pretrained mnist mnist-paper]
-        [--test-problems 12] [--tuning-problems 8] [--threads 1]
+        [--test-problems 12] [--tuning-problems 8] [--threads 1] [--device cuda]
 
 For each network (one hidden layer of 20 sigmoid, tanh or ReLU units; two of 20 ReLU units),
 every optimizer trains the same held-out MLP instances for 100 and 200 steps, against NAG and
@@ -23,6 +23,7 @@ from optimizer3.evaluation.compare import LEARNED, compare_tasks
 from optimizer3.evaluation.config import EvaluationConfig, LearningRateGrid
 from optimizer3.learned.files import load_learned_optimizer
 from optimizer3.provenance import describe_machine, machine
+from optimizer3.runtime import RuntimeConfig
 from optimizer3.tasks import TaskConfig
 
 NETWORKS = {
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--test-problems", type=int, default=12)
     parser.add_argument("--tuning-problems", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     evaluation = EvaluationConfig(baselines=("nag", "adam"), test_problems=args.test_problems,
@@ -55,7 +57,7 @@ def main() -> None:
     for name in args.pretrained:
         loaded = load_learned_optimizer(pretrained.pretrained_path(name))
         results = compare_tasks((loaded.meta_params, loaded.config), tasks, evaluation, tuning_seed=1,
-                                data_dir=args.data_dir)
+                                runtime=RuntimeConfig(device=args.device), data_dir=args.data_dir)
         for network, by_steps in zip(args.networks, results):
             for steps, comparison in by_steps.items():
                 summaries = comparison.summaries

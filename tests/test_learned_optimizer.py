@@ -3,7 +3,6 @@
 
 import copy
 import dataclasses
-import io
 import pickle
 
 import pytest
@@ -145,6 +144,8 @@ def test_maximize_follows_the_negated_gradient():
 
 @pytest.mark.parametrize("config", [CONFIG, MOMENTUM])
 def test_state_dict_round_trip_resumes_exactly(config):
+    from test_optimizer_contract import saved_and_loaded
+
     meta = _meta(config, seed=1)
     model = _model()
     optimizer = LearnedOptimizer(model.parameters(), meta, config)
@@ -156,10 +157,7 @@ def test_state_dict_round_trip_resumes_exactly(config):
     model = _model()
     optimizer = LearnedOptimizer(model.parameters(), meta, config)
     _train(model, optimizer, 5)
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
+    saved = saved_and_loaded(model, optimizer)
 
     resumed_model = _model(seed=99)
     resumed_model.load_state_dict(saved["model"])

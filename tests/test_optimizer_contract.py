@@ -15,6 +15,7 @@ import torch
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.optim.baselines import make_baseline
 from optimizer3.optim.learned import LearnedOptimizer
+from test_learned_optimizer import _model, _train
 
 # A coordinatewise LSTM whose output layer starts as torch's NAG at learning rate LR with
 # momentum 0.9 (zero output weights, the warm-start bias; tests/test_lstm.py checks it step for
@@ -76,31 +77,20 @@ def test_makes_progress_on_rosenbrock(name):
     assert end < 0.5 * start
 
 
-def _model(seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
-
-
-def _train(model, optimizer, steps, first=0):
-    """Minibatches first .. first + steps - 1 of a fixed sequence; the losses."""
-    g = torch.Generator().manual_seed(0)
-    inputs, targets = torch.randn(20, 8, 5, generator=g), torch.randn(20, 8, 1, generator=g)
-    losses = []
-    for t in range(first, first + steps):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(inputs[t]), targets[t])
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
-
-
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_is_a_torch_optimizer_with_its_hyperparameters_in_param_groups(name):
     optimizer = OPTIMIZERS[name][0](_model().parameters(), 0.01)
     assert isinstance(optimizer, torch.optim.Optimizer)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
     assert len(optimizer.state) == 0  # state is made lazily, at a parameter's first step
+
+
+def saved_and_loaded(model, optimizer):
+    """The model's and the optimizer's state dicts through torch.save and a weights-only load."""
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -111,10 +101,7 @@ def test_state_dict_round_trip_resumes_exactly(name):
     model = _model()
     optimizer = factory(model.parameters(), 0.01)
     first = _train(model, optimizer, 4)
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
+    saved = saved_and_loaded(model, optimizer)
     resumed_model = _model(seed=1)
     resumed_model.load_state_dict(saved["model"])
     resumed = factory(resumed_model.parameters(), 0.5)  # the state dict brings the lr back
