@@ -133,7 +133,7 @@ def main() -> None:
         adam = torch.optim.Adam(params, lr=1e-3, foreach=True)
         adam_s = median_seconds(adam.step, device, args.repeats)
         for compile in (False, True) if args.compile else (False,):
-            learned = LearnedOptimizer(params, meta, config, compile=compile)
+            learned = LearnedOptimizer(params, meta, config, compile=compile, threads=0)  # --threads, uncapped
             learned.step()  # the first steps compile
             learned_s = median_seconds(learned.step, device, args.repeats)
             rate = flops_per_coordinate(config) * count / learned_s
@@ -152,7 +152,7 @@ def sweep_blocks(config: LSTMOptimizerConfig, meta, device: torch.device, repeat
     default = learned_module.chunk_rows
     for rows in (1024, 2048, 4096, 8192, 16384, 32768, 65536, 1 << 18, 1 << 20, 1 << 30):
         learned_module.chunk_rows = lambda _device, rows=rows: rows
-        optimizer = LearnedOptimizer(model.parameters(), meta, config)
+        optimizer = LearnedOptimizer(model.parameters(), meta, config, threads=0)
         seconds = median_seconds(optimizer.step, device, max(3, repeats // 4))
         label = "whole parameter" if rows == 1 << 30 else f"{rows} rows"
         print(f"block of {label}: {seconds * 1e3:.0f} ms per step")

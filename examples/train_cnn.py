@@ -2,9 +2,9 @@
 
     python examples/train_cnn.py --data-dir ../shared/data/mnist [--out runs/examples/cnn_losses.png]
 
-The learned optimizer was meta-trained on a different model (an MLP with one sigmoid hidden
-layer, for 100 steps); this network has convolutions and ReLUs and is trained for longer, so
-this is a test of how it generalizes. Adam's learning rate is tuned first, on runs with seeds
+The learned optimizer (`mnist` by default) was meta-trained on different models (MLPs with one
+hidden layer of sigmoid or ReLU units, for 100 steps); this network has convolutions and is
+trained for longer, so this is a test of how it generalizes. Adam's learning rate is tuned first, on runs with seeds
 of their own, by the criterion the project uses everywhere: the lowest mean final training
 loss. Then both optimizers train the network from the same initial weights on the same
 minibatches, for several seeds. Writes the figure (by default into runs/examples/, outside the

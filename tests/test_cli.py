@@ -106,6 +106,9 @@ def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, capsys, repro
 
 def test_bad_checkpoints(tmp_path, capsys, reproduced):
     out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:  # argparse: the run directory is required
+        main(["evaluate", "--checkpoint", str(reproduced / "checkpoint.pt")])
+    assert exit_info.value.code == 2 and "--run-dir" in capsys.readouterr().err
     _fails_cleanly(capsys, ["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--run-dir", str(out)],
                    "not found", "missing.pt")
     corrupt = tmp_path / "corrupt.pt"
@@ -166,6 +169,13 @@ def test_a_run_config_file_is_a_preset_that_flags_override(tmp_path, reproduced)
     written = json.loads((run_dir / "config.json").read_text())["meta_train"]
     original = json.loads((reproduced / "config.json").read_text())["meta_train"]
     assert written == dict(original, trajectories=1)
+    # The config.json of a run before 2026-12-05 also held how it computed, at the defaults here.
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"meta_train": dict(original, compile=False, device="cpu", workers=1,
+                                                  matmul_dtype="float32", recompute_every=0)}))
+    assert main(["meta-train", "--config", str(old), "--run-dir", str(tmp_path / "old"), "--trajectories", "1",
+                 "--quiet", "--threads", "1"]) == 0
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["meta_train"] == written
 
 
 @pytest.mark.parametrize(
@@ -177,6 +187,7 @@ def test_a_run_config_file_is_a_preset_that_flags_override(tmp_path, reproduced)
      ('{"meta_train": {"task": {"hidden": [20.5]}}}', "Invalid hidden: [20.5]; expected a list of int"),
      ('{"meta_train": {"task": {"mix_hidden": [40]}}}', "Invalid mix_hidden: [40]; expected a list of str"),
      ('{"meta_train": {"task": {"name": "mnist"}}}', "reproduce quadratic runs the quadratic task, not --task mnist"),
+     ('{"meta_train": {"device": "cuda"}}', "sets device = 'cuda', how a command computes"),
      ('{"evaluation": {"baselines": []}}', "Invalid baselines: none given"),
      ('{"evaluation": {"grid": {"max_extensions": -1}}}', "max_extensions: -1")],
 )
@@ -427,3 +438,14 @@ def test_evaluate_tests_the_architecture_that_hidden_names(flags, hidden, mix_hi
     args = build_parser().parse_args(["evaluate", "--pretrained", "mnist", "--run-dir", "x", *flags])
     task = evaluation_task(args, TaskConfig(name="mnist", mix_hidden=("20,20", "40")))
     assert (task.hidden, task.mix_hidden) == (hidden, mix_hidden)
+
+
+def test_quiet_prints_only_the_result_and_progress_goes_to_stderr_otherwise(tmp_path, capsys):
+    assert main(["meta-train", "--run-dir", str(tmp_path / "quiet"), *TINY]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("best validation loss") and len(captured.out.splitlines()) == 1
+    assert captured.err == ""
+    loud = [flag for flag in TINY if flag != "--quiet"]
+    assert main(["meta-train", "--run-dir", str(tmp_path / "loud"), *loud]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("config: {") and "meta-train" in captured.err  # the progress bar

@@ -105,7 +105,7 @@ def test_compiled_meta_graph_keeps_the_sigmoids(monkeypatch):
 
 
 def test_a_compiled_step_inside_recomputed_segments_gives_the_same_meta_gradient():
-    # Recomputation (torch.utils.checkpoint around segments) wraps the compiled step's own
+    # Recomputation (segments run again in the backward) around the compiled step's own
     # selective checkpoint: the meta-gradient must not change.
     import dataclasses
 

@@ -107,7 +107,7 @@ def test_baselines_in_lockstep_equal_separate_runs(family):
             alone = run_baseline(name, lr, task, 6, seed=3)
             # Equal up to rounding: a BLAS may round a wide product's columns differently from
             # narrow ones (at reproduce mnist's shapes here they are bit-identical:
-            # benchmarks/tuning.py), and Adam's first steps magnify that in tiny gradients.
+            # one machine, 2026-11-28), and Adam's first steps magnify that in tiny gradients.
             torch.testing.assert_close(run.losses, alone.losses, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(run.params, alone.params, rtol=1e-4, atol=1e-4)
     with pytest.raises(UsageError, match="Invalid learning rate: 0"):

@@ -353,6 +353,64 @@ def test_a_step_runs_on_at_most_its_threads_and_gives_torchs_count_back(monkeypa
     default.step()
     untouched.step()
     assert seen == [1, 2] and torch.get_num_threads() == 2
-    assert runtime.default_threads() >= 1
+    for cores, expected in ((1, 1), (2, 1), (3, 1), (16, 8)):
+        monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid, cores=cores: set(range(cores)))
+        assert runtime.default_threads() == expected
     with pytest.raises(ValueError, match="Invalid threads: -1"):
         LearnedOptimizer([param], _meta(), CONFIG, threads=-1)
+
+
+def test_state_dicts_and_pickles_of_earlier_versions_are_turned_to_todays_layout():
+    # Before 2026-12-05 the state was kept coordinate-major ([layers, numel, hidden],
+    # [numel, columns]) and unmarked: both a state dict and a pickled optimizer of that layout
+    # resume where they stopped.
+    model = _model()
+    optimizer = LearnedOptimizer(model.parameters(), _meta(MOMENTUM), MOMENTUM)
+    _train(model, optimizer, 3)
+    old = copy.deepcopy(optimizer.state_dict())
+    del old["learned"]["layout"]
+    for entry in old["state"].values():
+        for key in ("h", "c", "momentum"):
+            entry[key] = entry[key].transpose(-1, -2).contiguous()
+    pickled = optimizer.__getstate__()
+    del pickled["layout"]
+    pickled["state"] = {p: {k: v.transpose(-1, -2).contiguous() if k != "step" else v for k, v in s.items()}
+                        for p, s in pickled["state"].items()}
+    twins = copy.deepcopy({"model": model, "optimizer": optimizer})  # copied together: the same parameters
+    expected = _train(twins["model"], twins["optimizer"], 3, first=3)
+    twin = copy.deepcopy(model)
+    loaded = LearnedOptimizer(twin.parameters(), _meta(MOMENTUM), MOMENTUM)
+    loaded.load_state_dict(old)
+    assert _train(twin, loaded, 3, first=3) == expected
+    unpickled = LearnedOptimizer.__new__(LearnedOptimizer)
+    unpickled.__setstate__(pickled)
+    assert _train(model, unpickled, 3, first=3) == expected
+
+
+def test_a_version_1_learned_optimizer_file_still_loads(tmp_path):
+    # Version 1 kept the architecture inside the training config, beside how the run computed.
+    from optimizer3.learned.files import load_learned_optimizer
+
+    meta = _meta(MOMENTUM, seed=3)
+    training = to_dict(MetaTrainConfig(optimizer=MOMENTUM))
+    old = {"kind": "optimizer3.learned_optimizer", "version": 1, "meta_params": meta,
+           "meta_train": {**training, "compile": True, "device": "cuda", "workers": 2, "matmul_dtype": "bfloat16",
+                          "recompute_every": 10}}
+    torch.save(old, tmp_path / "v1.pt")
+    loaded = load_learned_optimizer(tmp_path / "v1.pt")
+    assert loaded.config == MOMENTUM and loaded.meta_train == training and loaded.recipe == ()
+    assert all(torch.equal(loaded.meta_params[k], meta[k]) for k in meta)
+
+
+def test_evaluation_runs_the_learned_optimizer_on_the_commands_threads(monkeypatch):
+    from optimizer3.evaluation.runs import run_learned
+
+    seen = []
+    monkeypatch.setattr(learned_module, "default_threads", lambda: 1)
+    original = LearnedOptimizer._step_groups
+    monkeypatch.setattr(LearnedOptimizer, "_step_groups", lambda self: seen.append(torch.get_num_threads())
+                        or original(self))
+    torch.set_num_threads(2)  # as a command sets them (--threads 2); the fixture gives the count back
+    task = QuadraticFamily(dim=3).sample(2, torch.Generator().manual_seed(0))
+    run_learned((_meta(), CONFIG), task, 2, seed=0)
+    assert seen == [2, 2]

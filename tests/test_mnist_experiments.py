@@ -155,3 +155,22 @@ def test_workers_run_the_optimizers_side_by_side_with_the_same_results(tmp_path,
         one, two = (json.loads((tmp_path / workers / key / "results.json").read_text()) for workers in "12")
         for field in ("summaries", "curves", "learning_rates", "tuning"):
             assert one[field] == two[field], (key, field)
+        assert (one["config"]["runtime"]["workers"], two["config"]["runtime"]["workers"]) == (1, 2)
+
+
+def test_a_recipe_that_does_not_start_from_scratch_is_not_run_again(tmp_path, mnist_dir, monkeypatch, capsys):
+    # A run fine-tuned from a training checkpoint, not from an exported optimizer: its file
+    # records one stage, which starts from that checkpoint.
+    data = ["--data-dir", str(mnist_dir)]
+    assert main(["meta-train", "--run-dir", str(tmp_path / "base"), *TINY_MNIST, *COMMON, *data]) == 0
+    start = ["--init-from", str(tmp_path / "base" / "checkpoint.pt"), "--seed", "4"]
+    assert main(["meta-train", "--run-dir", str(tmp_path / "final"), *TINY_MNIST, *start, *COMMON, *data]) == 0
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "final" / "checkpoint.pt"), "--run-dir",
+                 str(tmp_path / "eval"), *TINY_EVAL, *COMMON, *data]) == 0
+    assert main(["export", str(tmp_path / "final"), "--name", REPRODUCE_OPTIMIZER, "--evaluation", str(tmp_path / "eval"),
+                 "--out", str(tmp_path / "pretrained"), "--purpose", "p", "--description", "d"]) == 0
+    assert len(json.loads((tmp_path / "pretrained" / f"{REPRODUCE_OPTIMIZER}.json").read_text())["recipe"]) == 1
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path / "pretrained")
+    capsys.readouterr()
+    assert main(["reproduce", "mnist", "--meta-train", "--run-dir", str(tmp_path / "again"), *data, *COMMON]) == 2
+    assert "not from scratch" in capsys.readouterr().err and not (tmp_path / "again").exists()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 
 # Before torch is imported: torch then backs its CPU tensors of 2 MB and more with transparent
-# huge pages, so that a fresh large tensor costs a few page faults instead of thousands
-# (BENCHMARKS.md, "Huge pages"). THP_MEM_ALLOC_ENABLE=0 in the environment turns it off.
+# huge pages, so that a fresh large tensor (an evaluation's minibatches of MNIST images, 40 MB a
+# step) costs a few page faults instead of thousands. THP_MEM_ALLOC_ENABLE=0 turns it off.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import argparse  # noqa: E402 - after the allocator setting
@@ -24,7 +24,7 @@ import torch
 
 from optimizer3 import __version__, pretrained
 from optimizer3.configs import from_dict, to_dict
-from optimizer3.errors import Optimizer3Error, UsageError
+from optimizer3.errors import CheckpointError, Optimizer3Error, UsageError
 from optimizer3.evaluation.config import EvaluationConfig
 from optimizer3.experiments import commands, reproduce
 from optimizer3 import flags
@@ -86,7 +86,10 @@ def command_evaluate(args: argparse.Namespace) -> None:
     if loaded.meta_train is None:
         raise UsageError(f"{source} does not record what it was meta-trained on (task, horizon, seeds); "
                          "evaluate a checkpoint or an exported optimizer instead")
-    meta = from_dict(MetaTrainConfig, drop_runtime_fields(loaded.meta_train))
+    try:
+        meta = from_dict(MetaTrainConfig, drop_runtime_fields(loaded.meta_train))
+    except UsageError as error:
+        raise CheckpointError(f"{source} records an invalid meta-training config: {error}") from None
     evaluation = config_from_args(EvaluationConfig, args, EvaluationConfig())
     task, runtime = evaluation_task(args, meta.task), _runtime(args)
     commands.check_seeds(meta, evaluation)
@@ -157,7 +160,7 @@ def build_parser() -> Parser:
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint.pt of a meta-train run, or a learned-optimizer file")
     source.add_argument("--pretrained", metavar="NAME", help="a shipped pretrained optimizer (list-pretrained)")
-    add_common(evaluate, "directory for results.json, results.md and loss_curves.png (required)")
+    add_common(evaluate, "directory for results.json, results.md and loss_curves.png", run_dir_required=True)
     add_config_arguments(evaluate, TaskConfig, None, "task", default_text="the optimizer's training task's")
     add_config_arguments(evaluate, EvaluationConfig, EvaluationConfig(), "evaluation")
     add_config_arguments(evaluate, RuntimeConfig, RuntimeConfig(), "how it computes", only=EVALUATION_RUNTIME)
@@ -206,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     command = f"optimizer3 {args.command}" + (f" {args.experiment}" if args.command == "reproduce" else "")
+    threads = torch.get_num_threads()  # given back at the end: a program may call main and go on
     try:
         if hasattr(args, "threads"):
             apply_threads(_runtime(args))
@@ -229,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (see '{command} --help')" if isinstance(error, UsageError) else ""
         print(f"optimizer3: error: {error}{hint}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)
     return 0
 
 

@@ -14,12 +14,13 @@ import pathlib
 import typing
 from typing import Any
 
-from optimizer3.configs import from_dict
+from optimizer3.configs import from_dict, to_dict
 from optimizer3.errors import UsageError
 from optimizer3.evaluation.config import EvaluationConfig
-from optimizer3.learned.files import drop_runtime_fields
+from optimizer3.learned.files import V1_RUNTIME_FIELDS, drop_runtime_fields
 from optimizer3.learned.lstm import LSTMOptimizerConfig
 from optimizer3.meta.config import MetaTrainConfig
+from optimizer3.runtime import RuntimeConfig
 from optimizer3.tasks import TaskConfig
 
 
@@ -121,16 +122,30 @@ def load_config_file(path: str | None, sections: dict[str, tuple[type, Any]]) ->
         raise UsageError(f"Config file {path} must be a JSON object with keys {' and/or '.join(CONFIG_SECTIONS)}, "
                          "like the config.json of a run")
     try:
-        return {key: from_dict(cls, drop_runtime_fields(data[key])) if key in data else preset
+        return {key: from_dict(cls, _without_runtime(data[key], path)) if key in data else preset
                 for key, (cls, preset) in sections.items()}
     except UsageError as error:
         raise UsageError(f"Config file {path}: {error}") from None
 
 
-def add_common(parser: argparse.ArgumentParser, run_dir_help: str | None) -> None:
+def _without_runtime(section: Any, path: str) -> Any:
+    """A config file's section without the runtime fields that the config.json of runs before
+    2026-12-05 kept; one that asks for anything but the default is refused, since a file no
+    longer sets how a command computes."""
+    if not isinstance(section, dict):
+        return section
+    defaults = to_dict(RuntimeConfig())
+    for name in V1_RUNTIME_FIELDS:
+        if name in section and section[name] != defaults[name]:
+            raise UsageError(f"Config file {path} sets {name} = {section[name]!r}, how a command computes, which "
+                             f"files no longer hold; remove it and pass --{name.replace('_', '-')} on the command line")
+    return drop_runtime_fields(section)
+
+
+def add_common(parser: argparse.ArgumentParser, run_dir_help: str | None, run_dir_required: bool = False) -> None:
     """--run-dir (with `run_dir_help`, unless None) and --overwrite, --quiet, --data-dir."""
     if run_dir_help:
-        parser.add_argument("--run-dir", help=run_dir_help)
+        parser.add_argument("--run-dir", help=run_dir_help, required=run_dir_required)
         parser.add_argument("--overwrite", action="store_true", help="write into a run directory that holds files")
     parser.add_argument("--quiet", action="store_true", help="print only the result: no settings, no progress")
     parser.add_argument("--data-dir", default=None, help="where to look for data (MNIST) first; then "

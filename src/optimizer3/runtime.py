@@ -49,9 +49,9 @@ class RuntimeConfig:
         "faster on CPUs with AVX512-BF16 and slower on others; the LSTM's state, its element-wise "
         "work, validation and the trained optimizer stay float32", choices=MATMUL_DTYPES)
     recompute_every: int = field(
-        0, "meta-training: keep the meta-graph of only this many optimizee steps at a time and "
-        "recompute the rest in the backward (torch.utils.checkpoint): the same meta-gradient to "
-        "rounding, less memory, about 1.5 times the time; 0 keeps each truncation's whole graph")
+        0, "meta-training: keep the meta-graph of only this many optimizee steps at a time, running "
+        "each truncation once without a graph and then segment by segment with one: the same "
+        "meta-gradient to rounding, less memory, more time; 0 keeps each truncation's whole graph")
 
     def __post_init__(self) -> None:
         check_device_name(self.device)

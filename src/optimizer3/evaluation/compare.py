@@ -169,9 +169,8 @@ def _largest_first(jobs, tasks, data_dir, runtime: RuntimeConfig) -> list[tuple[
 
 
 def _run_side_by_side(calls: dict, order: list, workers: int, done: Callable) -> dict:
-    """Every call in `workers` processes, each with an equal share of this one's threads; on a
-    2-core CPU two one-thread workers did about 1.3 times the work of one two-thread process
-    (BENCHMARKS.md, "Workers")."""
+    """Every call in `workers` processes, each with an equal share of this one's threads (at
+    least one), reporting each part as it finishes."""
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads,

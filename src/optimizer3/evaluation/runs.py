@@ -129,11 +129,12 @@ def run_learned(
     learned: Learned, task: Task, steps: int, seed: int, compile: bool = False, keep: Iterable[int] = ()
 ) -> Run:
     """`run_optimizer` with the learned optimizer, applied through `LearnedOptimizer` exactly as
-    a user would apply it to their own model (`compile`: through `torch.compile`)."""
+    a user would apply it to their own model (`compile`: through `torch.compile`), on torch's
+    threads as the command set them, like every other optimizer in a comparison."""
     meta_params, config = learned
     return run_optimizer(
-        lambda params: LearnedOptimizer(params, meta_params, config, compile=compile), task, steps, seed, keep
-    )
+        lambda params: LearnedOptimizer(params, meta_params, config, compile=compile, threads=0),
+        task, steps, seed, keep)
 
 
 def tuning_score(final_losses: torch.Tensor) -> float:

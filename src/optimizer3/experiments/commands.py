@@ -1,10 +1,11 @@
 """What the commands do, given their configs: meta-train (or resume), evaluate, and the steps
 that `reproduce` strings together from the same functions.
 
-Every command that writes a run directory holds it (`run_directory`) for as long as it runs,
+Every command that writes a run directory holds it (`run_directory`) for as long as it runs
+and checks its inputs (data, devices, seeds) before it creates anything. A meta-training run
 writes `config.json` (the experiment, which `--config` takes back) and `run.json` (the command,
-code version, machine, date and runtime settings; one entry more for each resume), and checks
-its inputs (data, devices, seeds) before it creates anything.
+code version, machine, date and runtime settings; one entry more for each resume); an
+evaluation's results.json records the same of itself.
 """
 
 from __future__ import annotations
@@ -176,7 +177,8 @@ def evaluate_learned(
     the comparison and its table."""
     steps = evaluation.steps or horizon
     comparison = compare(learned, task, evaluation, (steps,), tuning_seed, runtime, data_dir, progress)[steps]
+    config = {**config, "runtime": to_dict(runtime)}
     if learned is not None:
-        config = {**config, "meta_params_sha256": meta_params_digest(learned[0])}
+        config["meta_params_sha256"] = meta_params_digest(learned[0])
     table = write_results(run_dir, comparison, config, title, command_line(argv), extra)
     return comparison, table

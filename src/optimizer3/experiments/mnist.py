@@ -99,8 +99,8 @@ def run_mnist_experiments(
         for experiment in group:
             comparison = comparisons[experiment.key] = by_steps[experiment.steps]
             config = {"meta_train": to_dict(meta), "task": to_dict(experiment.task),
-                      "evaluation": to_dict(evaluation), "learned_optimizer": learned_source,
-                      "meta_params_sha256": meta_params_digest(learned[0])}
+                      "evaluation": to_dict(evaluation), "runtime": to_dict(runtime),
+                      "learned_optimizer": learned_source, "meta_params_sha256": meta_params_digest(learned[0])}
             (run_dir / experiment.key).mkdir(exist_ok=True)
             write_results(run_dir / experiment.key, comparison, config, f"MNIST {experiment.title}", command)
     outcomes = {experiment.key: (experiment, comparisons[experiment.key]) for experiment in experiments}

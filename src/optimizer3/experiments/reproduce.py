@@ -78,15 +78,21 @@ def reproduce_mnist(
     loaded = load_learned_optimizer(pretrained.pretrained_path(name))
     shipped = from_dict(MetaTrainConfig, drop_runtime_fields(loaded.meta_train))
     stages = [adjust(stage) for stage in recipe(name)] if meta_train else []
+    if stages and stages[0].init_from:
+        raise UsageError(f"The recipe of {name} starts from {stages[0].init_from!r}, not from scratch (its first "
+                         "stages were not recorded); reproduce mnist without --meta-train, or meta-train it yourself")
     meta = stages[-1] if stages else shipped
     if meta.task.name != "mnist":
         raise UsageError(f"reproduce mnist needs an MNIST optimizer; {name} was meta-trained on {meta.task.name}")
     check_seeds(meta, evaluation)
     for stage in stages:
         check_runtime(stage, runtime)
+        check_task(stage.task, data_dir, runtime.device)
     check_task(meta.task, data_dir, runtime.device)
     records = [run_record(argv, runtime, stage if index == 0 else None) for index, stage in enumerate(stages)]
     with run_directory(run_dir, overwrite) as path:
+        stages = _chained(stages, path)  # each stage from the one before, as it will run
+        meta = stages[-1] if stages else shipped
         config = {"meta_train": to_dict(meta), "evaluation": to_dict(evaluation)}
         write_json(path / "config.json", config)
         write_json(path / "run.json", run_record(argv, runtime))
@@ -102,13 +108,17 @@ def reproduce_mnist(
     return f"{table}\nreport: {path / 'results.md'}, figure: {path / 'experiments.png'}"
 
 
+def _chained(stages: list[MetaTrainConfig], path: pathlib.Path) -> list[MetaTrainConfig]:
+    """The stages with every one after the first starting from the best optimizer of the one
+    before, meta-trained in path/stage1, path/stage2, ..."""
+    return [stage if number == 1 else dataclasses.replace(stage, init_from=str(path / f"stage{number - 1}" / "checkpoint.pt"))
+            for number, stage in enumerate(stages, 1)]
+
+
 def _meta_train_stages(stages, records, runtime, path: pathlib.Path, data_dir, progress):
-    """Meta-train every stage in a directory of its own (stage1, stage2, ...), each from the
-    best optimizer of the one before; the last one's best optimizer."""
-    previous = None
+    """Meta-train every stage (`_chained`) in a directory of its own; the last one's best
+    optimizer."""
     for number, (stage, record) in enumerate(zip(stages, records), 1):
-        if previous is not None:
-            stage = dataclasses.replace(stage, init_from=str(previous / "checkpoint.pt"))
         stage_dir = path / f"stage{number}"
         stage_dir.mkdir(exist_ok=True)
         if progress:
@@ -117,7 +127,6 @@ def _meta_train_stages(stages, records, runtime, path: pathlib.Path, data_dir, p
                                      {"meta_train": to_dict(stage)})
         if progress:
             print(f"stage {number}: {result.seconds:.0f} s, best validation loss {result.best_validation:.4g}", flush=True)
-        previous = stage_dir
     return result.best_meta_params, stages[-1].optimizer
 
 

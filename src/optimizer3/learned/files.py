@@ -34,6 +34,8 @@ from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams, meta_param_
 KIND = "optimizer3.learned_optimizer"
 VERSION = 2
 ARCHITECTURES = ("lstm",)
+# The meta-training checkpoint versions this module reads the optimizer of (`meta.checkpoint`).
+CHECKPOINT_VERSIONS = (1, 2)
 # Version 1 files and checkpoints kept how a run computed inside its experiment config.
 V1_RUNTIME_FIELDS = ("compile", "matmul_dtype", "device", "workers", "recompute_every")
 
@@ -127,6 +129,9 @@ def load_learned_optimizer(path: str | os.PathLike[str]) -> LearnedOptimizerFile
         if not isinstance(data.get("config"), dict) or "best_meta_params" not in data:
             raise CheckpointError(f"{path} is neither a learned-optimizer file nor a meta-training "
                                   "checkpoint; pass one of those or a shipped name (list-pretrained)")
+        if data.get("version") not in CHECKPOINT_VERSIONS:
+            raise CheckpointError(f"Checkpoint {path} has format version {data.get('version')!r}; this "
+                                  f"optimizer3 reads versions {' and '.join(map(str, CHECKPOINT_VERSIONS))}")
         meta_train = drop_runtime_fields(data["config"])
         config = _architecture(meta_train.get("optimizer", {}), path, "Checkpoint")
         for key in ("meta_params", "best_meta_params"):

@@ -99,7 +99,7 @@ def step_function(compiled: bool = False) -> StepFunction:
     """`lstm_step`, or with `compiled` the same function compiled by `torch.compile`.
 
     Compiling (TorchInductor) fuses the step's element-wise passes into a few loops, saving
-    their memory traffic but not their exponentials (BENCHMARKS.md, "Step cost"); in
+    their memory traffic but not their exponentials (BENCHMARKS.md, "The learned optimizer's step against Adam"); in
     meta-training the compiled step also keeps its sigmoids for the backward. It needs a C++
     compiler on CPU, the first calls of each kind (with or without autograd, new shapes) take
     seconds to a minute to compile, and the results equal the eager step's to floating-point

@@ -16,11 +16,11 @@ import torch
 from optimizer3.configs import from_dict, to_dict
 from optimizer3.errors import CheckpointError, UsageError
 from optimizer3.files import atomic_save
-from optimizer3.learned.files import check_meta_params, read_plain_dict, drop_runtime_fields
+from optimizer3.learned.files import CHECKPOINT_VERSIONS, check_meta_params, drop_runtime_fields, read_plain_dict
 from optimizer3.learned.lstm import MetaParams
 from optimizer3.meta.config import MetaTrainConfig
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = CHECKPOINT_VERSIONS[-1]
 REQUIRED_KEYS = ("version", "config", "meta_params", "best_meta_params", "meta_opt_state",
                  "trajectory", "best_validation", "rng")
 # Keys added after the first checkpoints were written, with the value an old file implies.
@@ -79,7 +79,7 @@ def _validate_checkpoint(checkpoint: dict[str, Any], path: pathlib.Path) -> dict
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"Checkpoint {path} lacks {', '.join(missing)}; is it an optimizer3 checkpoint?")
-    if checkpoint["version"] not in (1, FORMAT_VERSION):
+    if checkpoint["version"] not in CHECKPOINT_VERSIONS:
         raise CheckpointError(
             f"Checkpoint {path} has format version {checkpoint['version']!r}; this optimizer3 "
             f"reads versions 1 and {FORMAT_VERSION}"

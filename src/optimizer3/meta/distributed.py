@@ -7,7 +7,7 @@ weighted by its share of the rows, before every meta-step. So a run with any num
 trains on the same problems and minibatches as the run in one process, and its meta-gradients
 equal that run's to rounding. Validation is split the same way.
 
-Processes come either from `meta_train`'s `config.workers` (processes on this machine that it
+Processes come either from `meta_train`'s `runtime.workers` (processes on this machine that it
 starts itself) or from a launcher such as `torchrun`, across machines (`init_from_environment`).
 The reductions run on the CPU through the gloo backend whatever the device: they move a few
 thousand numbers per meta-step.

@@ -13,11 +13,11 @@ import json
 import pathlib
 from typing import Any
 
-from optimizer3.configs import from_dict, to_dict
-from optimizer3.errors import RunDirectoryError, UsageError
-from optimizer3.files import atomic_save, write_text_atomic
 from optimizer3 import pretrained
-from optimizer3.learned.files import load_learned_optimizer, make_optimizer_file, meta_params_digest, drop_runtime_fields
+from optimizer3.configs import from_dict, to_dict
+from optimizer3.errors import Optimizer3Error, RunDirectoryError, UsageError
+from optimizer3.files import atomic_save, write_text_atomic
+from optimizer3.learned.files import drop_runtime_fields, load_learned_optimizer, make_optimizer_file, meta_params_digest
 from optimizer3.learned.lstm import MetaParams
 from optimizer3.meta.checkpoint import load_checkpoint
 from optimizer3.meta.config import MetaTrainConfig
@@ -81,12 +81,21 @@ def _evaluates(results: dict[str, Any], config: MetaTrainConfig, meta_params: Me
             and results["config"].get("meta_params_sha256") == meta_params_digest(meta_params))
 
 
-def _recipe_before(config: MetaTrainConfig) -> list[dict[str, Any]]:
+def _recipe_before(config: MetaTrainConfig, run: dict[str, Any]) -> list[dict[str, Any]]:
     """The stages that made the optimizer a run started from (`init_from`): the recipe of a
-    learned-optimizer file; none for a random start or a training checkpoint."""
+    learned-optimizer file, if that file still holds the meta-parameters the run started from
+    (run.json records their digest); none for a random start, a training checkpoint or a file
+    that changed since. A recipe that lacks its first stages starts from something other than
+    scratch, which `reproduce --meta-train` refuses to run."""
     if not config.init_from:
         return []
-    return list(load_learned_optimizer(pretrained.resolve(config.init_from)).recipe)
+    try:
+        source = load_learned_optimizer(pretrained.resolve(config.init_from))
+    except Optimizer3Error:
+        return []
+    if meta_params_digest(source.meta_params) != run.get("init_from_meta_params_sha256"):
+        return []
+    return list(source.recipe)
 
 
 def export_pretrained(
@@ -126,7 +135,7 @@ def export_pretrained(
     # Everything the card needs is read before anything is written, so that a bad run directory
     # leaves no weights file without its card (or an old card beside new weights).
     stage = {"meta_train": to_dict(config), "run": run, "seconds": _meta_training_seconds(run_dir)}
-    recipe = [*_recipe_before(config), stage]
+    recipe = [*_recipe_before(config, run), stage]
     card = {
         "name": name,
         "purpose": card_text.purpose,

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 import torch
 
 from optimizer3.errors import RunDirectoryError
-from optimizer3.files import WriteError
+from optimizer3.files import USER_ERRNOS, WriteError, write_text_atomic
 from optimizer3.learned.lstm import MetaParams
 from optimizer3.meta.checkpoint import atomic_save, make_checkpoint, on_cpu
 from optimizer3.meta.config import MetaTrainConfig
@@ -126,7 +126,8 @@ def stop_requests(enabled: bool) -> Iterator[list[int]]:
 
 def open_metrics(run_dir: pathlib.Path, trajectory: int) -> TextIO:
     """metrics.jsonl opened for appending, without records past `trajectory` (a resumed run
-    repeats the trajectories after its checkpoint, so their old records are dropped)."""
+    repeats the trajectories after its checkpoint, so their old records are dropped; the file
+    is rewritten atomically, so that a failure leaves it as it was)."""
     path = run_dir / "metrics.jsonl"
     if trajectory == 0 or not path.exists():
         return path.open("w")
@@ -143,9 +144,8 @@ def open_metrics(run_dir: pathlib.Path, trajectory: int) -> TextIO:
             ) from None
         if record.get("trajectory", 0) <= trajectory:
             kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept))
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
     return path.open("a")
-
 
 class RunFiles:
     """A run directory's metrics.jsonl and checkpoint.pt, written as the run goes.
@@ -168,6 +168,8 @@ class RunFiles:
             self.metrics.write(json.dumps(record) + "\n")
             self.metrics.flush()
         except OSError as error:
+            if error.errno not in USER_ERRNOS:
+                raise
             raise self._failed(f"Cannot write {self.run_dir / 'metrics.jsonl'}: {error.strerror or error}") from None
 
     def save(self, config: MetaTrainConfig, state: RunState) -> None:

@@ -5,10 +5,12 @@ optimizer for one truncation, backpropagate the truncation's meta-loss into the 
 and hand the detached carry to the next truncation: gradients never flow across a truncation
 boundary, which keeps memory bounded and biases the estimate toward short horizons.
 
-With `runtime.recompute_every`, the truncation runs in segments under
-`torch.utils.checkpoint`: each segment's forward keeps no graph, and the backward runs it again
-for its share of the meta-gradient (the same meta-gradient to rounding, for the memory of one
-segment's graph).
+With `runtime.recompute_every`, the truncation runs first without a graph, then segment by
+segment again with one, last segment first, each differentiated as it goes: the same
+meta-gradient to rounding, for the memory of one segment's graph. (`torch.utils.checkpoint`
+around each segment computes the same, but its first pass records the autograd graph and, with
+second-order meta-gradients, the optimizee's double-backward graph before discarding them:
+1.3 to 1.7 times the time here; benchmarks/recompute.py, BENCHMARKS.md.)
 
 References: Andrychowicz et al. 2016, section 2 and Figure 2; Williams and Peng 1990 for
 truncated BPTT.
@@ -17,9 +19,8 @@ truncated BPTT.
 from __future__ import annotations
 
 import torch
-import torch.utils.checkpoint
 
-from optimizer3.learned.lstm import MetaParams
+from optimizer3.learned.lstm import LSTMState, MetaParams
 from optimizer3.meta.config import MetaTrainConfig
 from optimizer3.meta.unroll import Carry, unroll
 from optimizer3.runtime import RuntimeConfig
@@ -42,11 +43,9 @@ def meta_gradient(
     """
     for tensor in meta_params.values():
         tensor.grad = None
-    segment = runtime.recompute_every
-    if 0 < segment < len(weights):
-        meta_loss, carry = _recomputed_unroll(meta_params, config, runtime, task, carry, generator, weights)
-    else:
-        meta_loss, carry = run_truncation(meta_params, config, runtime, task, carry, generator, weights)
+    if 0 < runtime.recompute_every < len(weights):
+        return _segmented_meta_gradient(meta_params, config, runtime, task, carry, generator, weights)
+    meta_loss, carry = run_truncation(meta_params, config, runtime, task, carry, generator, weights)
     if meta_loss.requires_grad:
         meta_loss.backward()
     return float(meta_loss.detach()), carry.detach()
@@ -73,7 +72,7 @@ def run_truncation(
     return meta_loss, carry
 
 
-def _recomputed_unroll(
+def _segmented_meta_gradient(
     meta_params: MetaParams,
     config: MetaTrainConfig,
     runtime: RuntimeConfig,
@@ -81,20 +80,60 @@ def _recomputed_unroll(
     carry: Carry,
     generator: torch.Generator | None,
     weights: torch.Tensor,
-) -> tuple[torch.Tensor, Carry]:
-    """`run_truncation` in segments of `runtime.recompute_every` steps, each checkpointed.
+) -> tuple[float, Carry]:
+    """`meta_gradient` holding the graph of `runtime.recompute_every` steps at a time.
 
-    A segment's minibatches are drawn before it runs, in the order `unroll` draws them, so that
-    its recomputation in the backward sees the same ones and the generator ends where an
-    unsegmented truncation leaves it.
+    The truncation first runs without a graph, keeping where each segment starts (its carry and
+    its minibatches). Then, last segment first, each segment runs again with a graph and is
+    differentiated: its own meta-loss, plus the gradient that the later segments' meta-loss
+    sends back into its end (their parameters and LSTM state), which gives the gradient to its
+    start for the segment before it. The sum is the truncation's meta-gradient.
     """
-    meta_loss = None
-    for begin in range(0, len(weights), runtime.recompute_every):
-        window = weights[begin : begin + runtime.recompute_every]
-        batches = [task.sample_batch(generator) for _ in range(len(window))]
-        loss, carry = torch.utils.checkpoint.checkpoint(
-            run_truncation, meta_params, config, runtime, task, carry, None, window, batches,
-            use_reentrant=False,
-        )
-        meta_loss = loss if meta_loss is None else meta_loss + loss
-    return meta_loss, carry
+    segment, second_order = runtime.recompute_every, config.second_order
+    starts = []
+    with torch.no_grad():
+        for begin in range(0, len(weights), segment):
+            window = weights[begin : begin + segment]
+            batches = [task.sample_batch(generator) for _ in range(len(window))]
+            starts.append((window, carry, batches))
+            _, carry = run_truncation(meta_params, config, runtime, task, carry, None, window, batches)
+    total, adjoint = 0.0, None
+    for number, (window, start, batches) in reversed(list(enumerate(starts))):
+        leaves = [tensor.detach().requires_grad_(number > 0) for tensor in _carried(start, second_order)]
+        meta_loss, end = run_truncation(meta_params, config, runtime, task, _with_carried(start, leaves, second_order),
+                                        None, window, batches)
+        outputs, grads = [meta_loss], [torch.ones_like(meta_loss)]
+        if adjoint is not None:
+            pairs = [(out, grad) for out, grad in zip(_carried(end, second_order), adjoint)
+                     if grad is not None and out.requires_grad]
+            outputs += [out for out, _ in pairs]
+            grads += [grad for _, grad in pairs]
+        if any(output.requires_grad for output in outputs):
+            torch.autograd.backward(outputs, grads)
+        adjoint = [leaf.grad for leaf in leaves]
+        total += float(meta_loss.detach())
+    return total, carry.detach()
+
+
+def _carried(carry: Carry, second_order: bool) -> list[torch.Tensor]:
+    """The tensors of a carry that the meta-gradient flows through: the parameters and the
+    LSTM's hidden and cell state, and with second-order meta-gradients also the optimizee's
+    gradient and its moving averages (constants of the meta-graph otherwise)."""
+    tensors = [carry.params, *carry.state.h, *carry.state.c]
+    if second_order:
+        tensors.append(carry.grads)
+        if carry.state.momentum is not None:
+            tensors.append(carry.state.momentum)
+    return tensors
+
+
+def _with_carried(carry: Carry, tensors: list[torch.Tensor], second_order: bool) -> Carry:
+    """`carry` with the tensors of `_carried` replaced, in the same order."""
+    layers = len(carry.state.h)
+    h, c = tuple(tensors[1 : 1 + layers]), tuple(tensors[1 + layers : 1 + 2 * layers])
+    grads, momentum = carry.grads, carry.state.momentum
+    if second_order:
+        grads = tensors[1 + 2 * layers]
+        if momentum is not None:
+            momentum = tensors[2 + 2 * layers]
+    return carry._replace(params=tensors[0], grads=grads, state=LSTMState(h, c, momentum))

@@ -40,6 +40,19 @@ CHUNK_ROWS = 8192
 ACCELERATOR_CHUNK_ROWS = 1 << 20
 
 
+# How the per-parameter state is laid out: feature-major, as `LSTMState`. State dicts and pickles
+# without this mark come from versions before 2026-12-05, which kept it coordinate-major
+# ([layers, numel, hidden] and [numel, momentum_columns]); they are turned around on loading.
+LAYOUT = "feature_major"
+STATE_KEYS = ("h", "c", "momentum")
+
+
+def _feature_major(state: dict[str, Any]) -> dict[str, Any]:
+    """One parameter's state in the coordinate-major layout of earlier versions, turned around."""
+    return {key: value.transpose(-1, -2).contiguous() if key in STATE_KEYS and isinstance(value, torch.Tensor)
+            else value for key, value in state.items()}
+
+
 def chunk_rows(device: torch.device) -> int:
     """Rows of coordinates per call of the update rule on `device`."""
     return CHUNK_ROWS if device.type == "cpu" else ACCELERATOR_CHUNK_ROWS
@@ -121,7 +134,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         # torch.optim.Optimizer pickles only defaults, state and param_groups; a copy or an
         # unpickled optimizer also needs the LSTM itself.
         return {**super().__getstate__(), "config": self.config, "meta_params": self.meta_params,
-                "compile": self._compile, "threads": self.threads}
+                "compile": self._compile, "threads": self.threads, "layout": LAYOUT}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Also what torch.optim's load_state_dict calls, with state and groups alone.
@@ -131,6 +144,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
             self._compile, self.threads = state.pop("compile"), state.pop("threads", default_threads())
             self._step_function = step_function(self._compile)
             self._meta_cache = {}
+            if state.pop("layout", None) != LAYOUT:  # pickled by an earlier version
+                state["state"] = {param: _feature_major(entry) for param, entry in state["state"].items()}
         super().__setstate__(state)
 
     @classmethod
@@ -237,6 +252,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
             "optimizer": to_dict(self.config),
             "meta_params": {k: v.clone() for k, v in self.meta_params.items()},
             "shapes": self._shapes(),
+            "layout": LAYOUT,
         }
         return state
 
@@ -271,8 +287,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
             for saved, group in zip(saved_groups, self.param_groups)
             for saved_id, param in zip(saved["params"], group["params"])
         }
+        saved_states = state_dict["state"]
+        if learned.get("layout") != LAYOUT:  # written by an earlier version
+            saved_states = {key: _feature_major(value) if isinstance(value, dict) else value
+                            for key, value in saved_states.items()}
         restored = {}
-        for saved_id, saved_state in state_dict["state"].items():
+        for saved_id, saved_state in saved_states.items():
             param = by_id.get(saved_id)
             shapes = None if param is None else self._state_shapes(param)
             if shapes is None or not isinstance(saved_state, dict) or set(saved_state) != {"step", *shapes}:

@@ -86,7 +86,7 @@ def make_task_family(
       split: "train" for meta-training, "heldout" for validation, tuning and evaluation; tasks
         without data ignore it.
       data_dir: where to look for data first (see `optimizer3.tasks.mnist`).
-      device: where the tasks' tensors live (`optimizer3.devices`); data is copied there once.
+      device: where the tasks' tensors live (`optimizer3.runtime`); data is copied there once.
     """
     if split not in SPLITS:
         raise UsageError(f"Unknown split: {split!r}; choose one of {', '.join(SPLITS)}")
