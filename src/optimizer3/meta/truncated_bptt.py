@@ -8,9 +8,10 @@ boundary, which keeps memory bounded and biases the estimate toward short horizo
 With `runtime.recompute_every`, the truncation runs first without a graph, then segment by
 segment again with one, last segment first, each differentiated as it goes: the same
 meta-gradient to rounding, for the memory of one segment's graph. (`torch.utils.checkpoint`
-around each segment computes the same, but its first pass records the autograd graph and, with
-second-order meta-gradients, the optimizee's double-backward graph before discarding them:
-1.3 to 1.7 times the time here; benchmarks/recompute.py, BENCHMARKS.md.)
+around each segment computes the same, but the optimizee's own gradients inside the segment
+make it hold and recompute far more: with second-order meta-gradients it took 2.2 times the
+time and 4 times the memory of these segments, and with first-order 100-step truncations it ran
+out of 24 GB; benchmarks/recompute.py, BENCHMARKS.md.)
 
 References: Andrychowicz et al. 2016, section 2 and Figure 2; Williams and Peng 1990 for
 truncated BPTT.
