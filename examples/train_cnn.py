@@ -25,7 +25,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from optimizer3 import LearnedOptimizer  # noqa: E402
-from optimizer3.tasks.mnist import load_mnist  # noqa: E402
+from optimizer3.tasks.images import load_mnist  # noqa: E402
 
 ADAM_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 

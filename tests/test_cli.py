@@ -202,7 +202,7 @@ def test_bad_config_files(tmp_path, capsys, content, needle):
 def test_missing_data_stops_before_the_run_directory_exists(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("OPTIMIZER3_DATA_DIR", raising=False)
-    monkeypatch.setattr("optimizer3.tasks.mnist.MIRRORS", ("http://127.0.0.1:9/",))
+    monkeypatch.setattr("optimizer3.tasks.images.MIRRORS", ("http://127.0.0.1:9/",))
     run_dir = tmp_path / "run"
     _fails_cleanly(capsys, ["meta-train", "--task", "mnist", "--data-dir", str(tmp_path / "nothing"),
                             "--run-dir", str(run_dir), "--quiet"], "MNIST not found", "--data-dir")
@@ -239,7 +239,7 @@ def test_a_bad_data_directory_is_one_line_before_anything_is_written(tmp_path, c
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("OPTIMIZER3_DATA_DIR", raising=False)
-    monkeypatch.setattr("optimizer3.tasks.mnist.MIRRORS", ("http://127.0.0.1:9/",))
+    monkeypatch.setattr("optimizer3.tasks.images.MIRRORS", ("http://127.0.0.1:9/",))
     bad = tmp_path / "data"
     shutil.copytree(mnist_dir, bad)
     _spoil(bad, how)

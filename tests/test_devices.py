@@ -20,7 +20,7 @@ from optimizer3.meta.trainer import meta_train
 from optimizer3.runtime import RuntimeConfig, check_device_name, device_from_name
 from optimizer3.tasks import TaskConfig, make_task_family
 from optimizer3.tasks.mlp import MLPFamily
-from optimizer3.tasks.mnist import on_device
+from optimizer3.tasks.images import on_device
 from optimizer3.tasks.quadratic import QuadraticFamily
 from optimizer3.evaluation.runs import run_baseline, run_learned
 from test_mlp import _fake_mnist

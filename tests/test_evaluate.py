@@ -8,7 +8,7 @@ from optimizer3.evaluation.config import EvaluationConfig, LearningRateGrid
 from optimizer3.evaluation.statistics import interval95, mean_curve, summarize
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.tasks.mlp import MLPFamily
-from optimizer3.tasks.mnist import MNIST
+from optimizer3.tasks.images import ImageData
 from optimizer3.tasks.quadratic import QuadraticFamily
 from optimizer3.evaluation.runs import run_baseline, run_baselines, run_learned
 
@@ -98,7 +98,7 @@ def test_baselines_in_lockstep_equal_separate_runs(family):
         task = QuadraticFamily(dim=3).sample(4, torch.Generator().manual_seed(0))
     else:  # an MLP: one product per layer for all copies
         g = torch.Generator().manual_seed(0)
-        data = MNIST(torch.rand(200, 784, generator=g), torch.randint(0, 10, (200,), generator=g),
+        data = ImageData(torch.rand(200, 784, generator=g), torch.randint(0, 10, (200,), generator=g),
                      torch.rand(20, 784, generator=g), torch.randint(0, 10, (20,), generator=g), None)
         task = MLPFamily(data, hidden=(6,), batch_size=8, heldout=100).sample(3, torch.Generator())
     lrs = [0.001, 0.03, 0.3]

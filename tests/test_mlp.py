@@ -6,12 +6,12 @@ import torch.nn.functional as F
 
 from optimizer3.errors import UsageError
 from optimizer3.tasks.mlp import MixedMLPTask, MLPFamily
-from optimizer3.tasks.mnist import MNIST
+from optimizer3.tasks.images import ImageData
 
 
 def _fake_mnist(count=300, pixels=784, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return MNIST(torch.rand(count, pixels, generator=g), torch.randint(0, 10, (count,), generator=g),
+    return ImageData(torch.rand(count, pixels, generator=g), torch.randint(0, 10, (count,), generator=g),
                  torch.rand(50, pixels, generator=g), torch.randint(0, 10, (50,), generator=g), None)
 
 
@@ -171,7 +171,7 @@ def test_bad_settings(kwargs, match):
 
 
 def test_real_mnist_trains_with_adam(mnist_dir):
-    from optimizer3.tasks.mnist import load_mnist
+    from optimizer3.tasks.images import load_mnist
     from optimizer3.evaluation.runs import run_baseline
 
     family = MLPFamily(load_mnist(mnist_dir, download=False), split="heldout")

@@ -9,7 +9,7 @@ from optimizer3.runtime import device_from_name
 from optimizer3.errors import UsageError
 from optimizer3.tasks.base import Task, TaskFamily
 from optimizer3.tasks.mlp import MLPFamily, activation_names, parse_hidden
-from optimizer3.tasks.mnist import load_mnist, on_device
+from optimizer3.tasks.images import load_mnist, on_device
 from optimizer3.tasks.quadratic import QuadraticFamily
 
 TASK_NAMES = ("quadratic", "mnist")
@@ -85,7 +85,7 @@ def make_task_family(
       config: the task's settings.
       split: "train" for meta-training, "heldout" for validation, tuning and evaluation; tasks
         without data ignore it.
-      data_dir: where to look for data first (see `optimizer3.tasks.mnist`).
+      data_dir: where to look for data first (see `optimizer3.tasks.images`).
       device: where the tasks' tensors live (`optimizer3.runtime`); data is copied there once.
     """
     if split not in SPLITS:

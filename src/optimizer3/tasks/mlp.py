@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from optimizer3.errors import UsageError
 from optimizer3.tasks.batched import SideBySide, stack
-from optimizer3.tasks.mnist import MNIST
+from optimizer3.tasks.images import ImageData
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
 CLASSES = 10
@@ -255,7 +255,7 @@ class MLPFamily:
     the instances alternate between the architectures `hidden`, *`mix_hidden` (`MixedMLPTask`).
     """
 
-    data: MNIST
+    data: ImageData
     hidden: tuple[int, ...] = (20,)
     mix_hidden: tuple[tuple[int, ...], ...] = ()
     activation: str = "sigmoid"

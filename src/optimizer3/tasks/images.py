@@ -47,7 +47,7 @@ IMAGE_SIZE = 28
 
 
 @dataclasses.dataclass(frozen=True)
-class MNIST:
+class ImageData:
     """Images as float32 in [0, 1] of shape [count, 784]; labels as int64 of shape [count]."""
 
     train_images: torch.Tensor
@@ -202,7 +202,7 @@ def _as_float_images(images: np.ndarray, name: str) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(paths: tuple[tuple[str, pathlib.Path], ...]) -> MNIST:
+def _load(paths: tuple[tuple[str, pathlib.Path], ...]) -> ImageData:
     files = dict(paths)
     arrays = {
         key: read_images(path) if key.endswith("images") else read_labels(path)
@@ -215,7 +215,7 @@ def _load(paths: tuple[tuple[str, pathlib.Path], ...]) -> MNIST:
                 f"{files[f'{split}_images']} holds {len(images)} images but "
                 f"{files[f'{split}_labels']} holds {len(labels)} labels"
             )
-    return MNIST(
+    return ImageData(
         train_images=_as_float_images(arrays["train_images"], str(files["train_images"])),
         train_labels=torch.from_numpy(arrays["train_labels"].astype(np.int64)),
         test_images=_as_float_images(arrays["test_images"], str(files["test_images"])),
@@ -224,10 +224,10 @@ def _load(paths: tuple[tuple[str, pathlib.Path], ...]) -> MNIST:
     )
 
 
-_ON_DEVICE: dict[tuple[int, torch.device], tuple[MNIST, MNIST]] = {}
+_ON_DEVICE: dict[tuple[int, torch.device], tuple[ImageData, ImageData]] = {}
 
 
-def on_device(data: MNIST, device: torch.device) -> MNIST:
+def on_device(data: ImageData, device: torch.device) -> ImageData:
     """`data` with its tensors on `device`, copied once per process and device."""
     if device.type == "cpu":
         return data
@@ -240,7 +240,7 @@ def on_device(data: MNIST, device: torch.device) -> MNIST:
     return _ON_DEVICE[key][1]
 
 
-def load_mnist(data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> MNIST:
+def load_mnist(data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> ImageData:
     """Find (or download) MNIST and load it into memory once per process."""
     files = locate(data_dir, download=download)
     return _load(tuple(sorted((k, p.resolve()) for k, p in files.items())))
