@@ -1,5 +1,8 @@
+import functools
+import http.server
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -24,6 +27,57 @@ def mnist_dir():
     if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"real MNIST not found at {SHARED_MNIST}")
     return SHARED_MNIST
+
+
+SHARED_FASHION = SHARED_MNIST.parent / "fashion-mnist"
+
+
+@pytest.fixture(scope="session")
+def fashion_dir():
+    """The real Fashion-MNIST files that the workplace shares beside the repository."""
+    if not (SHARED_FASHION / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real Fashion-MNIST not found at {SHARED_FASHION}")
+    return SHARED_FASHION
+
+
+class LoopbackServer:
+    """Serves a directory on 127.0.0.1; `broken` answers every request with HTTP 500."""
+
+    def __init__(self, root, broken=False):
+        handler = functools.partial(_LoopbackHandler, directory=str(root), broken=broken)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _LoopbackHandler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *args, broken=False, **kwargs):
+        self.broken = broken
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self):
+        if self.broken:
+            self.send_error(500, "mirror is down")
+        else:
+            super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def loopback():
+    """`LoopbackServer`: `with loopback(folder) as server:` serves `folder` at `server.url`, so that
+    download tests never touch the network."""
+    return LoopbackServer
 
 
 # The command line in a process that sends itself signal SIG during meta-training trajectory AT
