@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -15,10 +16,11 @@ def _fake_mnist(count=300, pixels=784, seed=0):
                  torch.rand(50, pixels, generator=g), torch.randint(0, 10, (50,), generator=g), None)
 
 
-@pytest.mark.parametrize("hidden,activation", [((20,), "sigmoid"), ((7, 5), "relu"), ((40,), "tanh"),
-                                               ((9, 6), "sigmoid,relu"), ((8,), "tanh,relu,relu")])
-def test_batched_instances_match_one_at_a_time_torch_modules(hidden, activation):
-    family = MLPFamily(_fake_mnist(), hidden=hidden, activation=activation, batch_size=16, heldout=100)
+@pytest.mark.parametrize("hidden,activation,pixels", [
+    ((20,), "sigmoid", 784), ((7, 5), "relu", 784), ((40,), "tanh", 784), ((9, 6), "sigmoid,relu", 784),
+    ((8,), "tanh,relu,relu", 784), ((6, 5), "gelu", 64), ((), "sigmoid", 64), ((7,), "gelu,tanh", 64)])
+def test_batched_instances_match_one_at_a_time_torch_modules(hidden, activation, pixels):
+    family = MLPFamily(_fake_mnist(pixels=pixels), hidden=hidden, activation=activation, batch_size=16, heldout=100)
     task = family.sample(5, torch.Generator())
     g = torch.Generator().manual_seed(1)
     params = task.init(g).double().requires_grad_()
@@ -28,7 +30,7 @@ def test_batched_instances_match_one_at_a_time_torch_modules(hidden, activation)
     names = activation.split(",")  # instance i uses the (i mod n)-th
     references = []
     for i in range(5):
-        act = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}[names[i % len(names)]]
+        act = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu}[names[i % len(names)]]
         offset, x = 0, task64.images[batch[i]]
         for layer, (fan_in, fan_out) in enumerate(task.shapes):
             w = params[i, offset : offset + fan_in * fan_out].view(fan_in, fan_out)
@@ -159,8 +161,8 @@ def test_splits_are_disjoint_and_accuracy_is_a_fraction():
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"hidden": (0,)}, "hidden layer sizes"), ({"hidden": ()}, "hidden layer sizes"),
-     ({"activation": "gelu"}, "'gelu'"), ({"activation": "sigmoid,gelu"}, "'sigmoid,gelu'"),
+    [({"hidden": (0,)}, "hidden layer sizes"), ({"hidden": (5, -1)}, "hidden layer sizes"),
+     ({"activation": "swish"}, "'swish'"), ({"activation": "sigmoid,swish"}, "'sigmoid,swish'"),
      ({"activation": "sigmoid,"}, "'sigmoid,'"), ({"activation": ""}, "''"), ({"batch_size": 1000}, "batch size: 1000"),
      ({"batch_size": 0}, "batch size: 0"), ({"mix_hidden": ((20, 0),)}, "mix_hidden"),
      ({"mix_hidden": ((40,),), "activation": "sigmoid,relu"}, "cannot mix activations")],
@@ -198,3 +200,37 @@ def test_comparison_reports_test_accuracy_for_mlps():
 
     table = markdown_table(comparison).splitlines()
     assert table[0].endswith("test accuracy |") and all(line.count("|") == 8 for line in table)
+
+
+@pytest.mark.parametrize("hidden", [(8, 6), ()])
+def test_benchmark_members(hidden):
+    task = MLPFamily(_fake_mnist(pixels=64), hidden=hidden, batch_size=8, heldout=100).sample(3, torch.Generator())
+    sizes = (64, *hidden, 10)
+    assert task.parameter_shapes == tuple(
+        shape for fan_in, fan_out in zip(sizes[:-1], sizes[1:]) for shape in ((fan_in, fan_out), (fan_out,)))
+    assert sum(math.prod(shape) for shape in task.parameter_shapes) == task.dim
+    assert task.chance_loss == pytest.approx(math.log(10)) and task.test_metric_name == "test accuracy"
+    params = task.init(torch.Generator().manual_seed(0))
+    accuracy = task.test_metric(params)
+    assert accuracy.shape == (3,) and bool(((accuracy >= 0) & (accuracy <= 1)).all())
+    assert torch.equal(accuracy, task.test_accuracy(params))
+    loss = task.loss(params, task.sample_batch(torch.Generator().manual_seed(1)))
+    assert bool((loss - task.chance_loss).abs().lt(0.7).all())  # near chance at the start
+    mixed = MLPFamily(_fake_mnist(pixels=64), hidden=hidden, mix_hidden=((5,),), batch_size=8,
+                      heldout=100).sample(3, torch.Generator())
+    params = mixed.init(torch.Generator().manual_seed(0))
+    assert torch.equal(mixed.test_metric(params), mixed.test_accuracy(params)) and mixed.chance_loss == task.chance_loss
+
+
+def test_logistic_regression_on_small_images_learns_with_adam():
+    from optimizer3.evaluation.runs import run_baselines
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (400,), generator=g)
+    images = (0.5 * torch.randn(10, 64, generator=g)[labels] + 0.3 * torch.rand(400, 64, generator=g)).clamp(0, 1)
+    data = ImageData(images, labels, images[:50], labels[:50], None)
+    task = MLPFamily(data, hidden=(), batch_size=32, heldout=100, split="heldout").sample(2, torch.Generator())
+    assert task.dim == 64 * 10 + 10
+    runs = run_baselines("adam", [0.01, 0.03], task, 30, seed=0)
+    for run in runs:
+        assert float(run.losses[-1].mean()) < 0.5 * float(run.losses[0].mean())

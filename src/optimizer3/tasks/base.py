@@ -7,13 +7,18 @@ is one tensor computation and the learned optimizer sees one row per coordinate 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
 
 
 class Task(Protocol):
-    """A batch of `num_problems` problems of `dim` parameters each."""
+    """A batch of `num_problems` problems of `dim` parameters each.
+
+    Tasks may also have the members of `BenchmarkTask`, which the benchmark reads (look them
+    up with `hasattr`: a task that lacks one is simply not measured that way).
+    """
 
     num_problems: int
     dim: int
@@ -33,6 +38,30 @@ class Task(Protocol):
     def rows(self, start: int, stop: int) -> "Task":
         """Problems start..stop-1 as a task of their own, whose `loss` takes their rows of the
         parameters and of a minibatch (data-parallel meta-training, `meta.distributed`)."""
+        ...
+
+
+class BenchmarkTask(Task, Protocol):
+    """A `Task` with the optional members that the benchmark uses."""
+
+    # One problem's parameter tensors, in the order in which its row holds them; their numels
+    # sum to `dim`. Weight matrices are 2-D (conv kernels as (out_channels, in_channels * k * k))
+    # so that optimizers of matrices (Muon) can take them.
+    parameter_shapes: tuple[tuple[int, ...], ...]
+    # The loss of predicting the uniform distribution (ln classes), or None where no such
+    # reference exists (quadratics).
+    chance_loss: float | None
+    # What `test_metric` measures ("test accuracy", "held-out loss"), or None: no test metric.
+    test_metric_name: str | None
+
+    def test_metric(self, params: torch.Tensor) -> torch.Tensor:
+        """Each problem's `test_metric_name` at `params`, shape [num_problems], without gradients."""
+        ...
+
+    def copies_loss(self, params: Sequence[torch.Tensor], batch: Any) -> torch.Tensor:
+        """`loss` of several copies of the problems, each with its own [num_problems, dim]
+        parameters, on the same `batch`, shape [copies, num_problems]: copy c's row equals
+        `loss(params[c], batch)`, computed together where that is faster."""
         ...
 
 

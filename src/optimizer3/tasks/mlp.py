@@ -1,4 +1,4 @@
-"""Multi-layer perceptrons on MNIST, many independent instances trained as one computation.
+"""Multi-layer perceptrons on images, many independent instances trained as one computation.
 
 Each instance has its own initial weights and its own minibatches; the parameters of all
 instances are the rows of one `[instances, parameters]` tensor and every layer is one batched
@@ -18,23 +18,8 @@ import torch.nn.functional as F
 
 from optimizer3.errors import UsageError
 from optimizer3.tasks.batched import SideBySide, stack
+from optimizer3.tasks.classifiers import ACTIVATIONS, CLASSES, activation_names, check_split, split_images
 from optimizer3.tasks.images import ImageData
-
-ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
-CLASSES = 10
-
-
-def activation_names(spec: str) -> tuple[str, ...]:
-    """The activations that `spec` names: one name, or several joined by commas, in which case
-    instance i of a task uses the (i mod n)-th (a family that mixes activations; repeating a
-    name weights it)."""
-    names = tuple(spec.split(","))
-    if not all(name in ACTIVATIONS for name in names):
-        raise UsageError(
-            f"Unknown activation: {spec!r}; use sigmoid, relu or tanh, or several of them joined by "
-            "commas without spaces (sigmoid,relu) for instances that alternate between them"
-        )
-    return names
 
 
 def parse_hidden(spec: str) -> tuple[int, ...]:
@@ -65,7 +50,8 @@ def activate(x: torch.Tensor, names: tuple[str, ...], first: int = 0) -> torch.T
 
 
 def layer_shapes(inputs: int, hidden: tuple[int, ...]) -> list[tuple[int, int]]:
-    """(fan_in, fan_out) of every layer, the output layer last."""
+    """(fan_in, fan_out) of every layer, the output layer last (the only one if `hidden` is
+    empty: multinomial logistic regression)."""
     sizes = (inputs, *hidden, CLASSES)
     return list(zip(sizes[:-1], sizes[1:]))
 
@@ -73,6 +59,8 @@ def layer_shapes(inputs: int, hidden: tuple[int, ...]) -> list[tuple[int, int]]:
 @dataclasses.dataclass(frozen=True)
 class MLPTask:
     """`num_problems` MLP instances on one split of the images."""
+
+    test_metric_name = "test accuracy"
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -92,6 +80,15 @@ class MLPTask:
     @property
     def dim(self) -> int:
         return sum(fan_in * fan_out + fan_out for fan_in, fan_out in self.shapes)
+
+    @property
+    def parameter_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Each layer's weight (fan_in, fan_out) and bias (fan_out,), in the row's order."""
+        return tuple(shape for fan_in, fan_out in self.shapes for shape in ((fan_in, fan_out), (fan_out,)))
+
+    @property
+    def chance_loss(self) -> float:
+        return math.log(CLASSES)
 
     def init(self, generator: torch.Generator) -> torch.Tensor:
         """Weights N(0, (init_scale / sqrt(fan_in))²) and zero biases, for every instance.
@@ -178,6 +175,10 @@ class MLPTask:
         predictions = self.logits(params, self.test_images.unsqueeze(0)).argmax(dim=-1)
         return (predictions == self.test_labels).float().mean(dim=1)
 
+    def test_metric(self, params: torch.Tensor) -> torch.Tensor:
+        """The benchmark's test metric: `test_accuracy`."""
+        return self.test_accuracy(params)
+
 
 @dataclasses.dataclass(frozen=True)
 class MixedMLPTask:
@@ -188,8 +189,12 @@ class MixedMLPTask:
     Every instance's parameters are one row of an [instances, dim] tensor, `dim` the largest
     architecture's: an instance's MLP reads the first entries of its row (in `MLPTask`'s
     layout) and the rest is padding that no loss reads, so its gradient is zero. The learned
-    optimizer still runs on the padding: a row costs it the largest architecture's time.
+    optimizer still runs on the padding: a row costs it the largest architecture's time. It has
+    no `parameter_shapes`: its instances' shapes differ.
     """
+
+    test_metric_name = "test accuracy"
+    chance_loss = math.log(CLASSES)
 
     base: MLPTask  # the data, activation, batch size and initialization that all instances share
     architectures: tuple[tuple[int, ...], ...]
@@ -245,13 +250,19 @@ class MixedMLPTask:
             accuracy[rows] = task.test_accuracy(params[rows, : task.dim])
         return accuracy
 
+    def test_metric(self, params: torch.Tensor) -> torch.Tensor:
+        """The benchmark's test metric: `test_accuracy`."""
+        return self.test_accuracy(params)
+
 
 @dataclasses.dataclass(frozen=True)
 class MLPFamily:
-    """MLPs on the meta-training or the held-out part of MNIST's training set.
+    """MLPs on the meta-training or the held-out part of a training set of images (MNIST,
+    Fashion-MNIST, downsampled images: any `ImageData`).
 
     The last `heldout` training images are never used for meta-training; evaluation trains the
-    optimizee on them, and measures its accuracy on the 10,000 test images. With `mix_hidden`,
+    optimizee on them, and measures its accuracy on the test images. `hidden=()`: no hidden
+    layer, multinomial logistic regression (a convex problem). With `mix_hidden`,
     the instances alternate between the architectures `hidden`, *`mix_hidden` (`MixedMLPTask`).
     """
 
@@ -265,40 +276,26 @@ class MLPFamily:
     heldout: int = 10000
 
     def __post_init__(self) -> None:
-        if not self.hidden or any(size < 1 for size in self.hidden):
-            raise UsageError(f"Invalid hidden layer sizes: {self.hidden}; use one or more positive sizes")
+        if any(size < 1 for size in self.hidden):
+            raise UsageError(f"Invalid hidden layer sizes: {self.hidden}; use positive sizes (none: no hidden layer)")
         activation_names(self.activation)
-        if any(not sizes or any(size < 1 for size in sizes) for sizes in self.mix_hidden):
+        if any(size < 1 for sizes in self.mix_hidden for size in sizes):
             raise UsageError(f"Invalid mix_hidden: {self.mix_hidden}; use architectures of positive sizes")
         if self.mix_hidden and len(activation_names(self.activation)) > 1:
             raise UsageError(
                 f"A family cannot mix activations ({self.activation!r}) and architectures at once; "
                 "give one activation, or leave out mix_hidden"
             )
-        if self.split not in ("train", "heldout"):
-            raise UsageError(f"Unknown split: {self.split!r}; choose train or heldout")
-        if not 0 < self.heldout < len(self.data.train_labels):
-            raise UsageError(f"Invalid held-out size: {self.heldout}; use 1 to {len(self.data.train_labels) - 1}")
-        available = len(self.split_labels)
-        if not 0 < self.batch_size <= available:
-            raise UsageError(
-                f"Invalid batch size: {self.batch_size}; use 1 to {available}, the images in the {self.split} split"
-            )
+        check_split(self.data, self.split, self.heldout, self.batch_size)
         if not self.init_scale > 0:
             raise UsageError(f"Invalid init_scale: {self.init_scale}; use a positive number")
-
-    @property
-    def split_labels(self) -> torch.Tensor:
-        cut = len(self.data.train_labels) - self.heldout
-        return self.data.train_labels[:cut] if self.split == "train" else self.data.train_labels[cut:]
 
     def sample(self, num_problems: int, generator: torch.Generator) -> MLPTask | MixedMLPTask:
         if num_problems < 1:
             raise UsageError(f"Invalid number of problems: {num_problems}; use 1 or more")
         del generator  # instances differ by their init and minibatches, drawn later
-        cut = len(self.data.train_labels) - self.heldout
-        images = self.data.train_images[:cut] if self.split == "train" else self.data.train_images[cut:]
-        task = MLPTask(images, self.split_labels, num_problems, self.hidden, self.activation,
+        images, labels = split_images(self.data, self.split, self.heldout)
+        task = MLPTask(images, labels, num_problems, self.hidden, self.activation,
                        self.batch_size, self.init_scale, self.data.test_images, self.data.test_labels)
         if not self.mix_hidden:
             return task

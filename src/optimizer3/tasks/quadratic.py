@@ -1,4 +1,5 @@
-"""Random quadratic functions f(θ) = ‖Wθ − y‖², the paper's first experiment.
+"""Random quadratic functions f(θ) = ‖Wθ − y‖², the paper's first experiment, with optional
+spreads of scale and condition number (where a learned optimizer meets curvature it never saw).
 
 References: Andrychowicz et al. 2016, section 3.1.
 """
@@ -6,6 +7,8 @@ References: Andrychowicz et al. 2016, section 3.1.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 
 import torch
 
@@ -19,6 +22,9 @@ class Quadratics:
     weights: torch.Tensor
     targets: torch.Tensor
 
+    chance_loss = None  # no reference prediction
+    test_metric_name = None  # no test set: the loss is the measure
+
     @property
     def num_problems(self) -> int:
         return self.targets.shape[0]
@@ -26,6 +32,10 @@ class Quadratics:
     @property
     def dim(self) -> int:
         return self.targets.shape[1]
+
+    @property
+    def parameter_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return ((self.dim,),)
 
     def init(self, generator: torch.Generator) -> torch.Tensor:
         """θ₀ = 0 for every problem."""
@@ -42,6 +52,11 @@ class Quadratics:
         residual = torch.bmm(self.weights, params.unsqueeze(-1)).squeeze(-1) - self.targets
         return residual.square().sum(dim=-1)
 
+    def copies_loss(self, params: Sequence[torch.Tensor], batch: None = None) -> torch.Tensor:
+        """`loss` of several copies of the problems, shape [copies, problems]: one `loss` per
+        copy, the same numbers that runs of one copy at a time compute."""
+        return torch.stack([self.loss(copy, batch) for copy in params])
+
     def rows(self, start: int, stop: int) -> "Quadratics":
         """Problems start..stop-1 as a batch of their own."""
         return Quadratics(self.weights[start:stop], self.targets[start:stop])
@@ -52,14 +67,35 @@ class Quadratics:
 
 @dataclasses.dataclass(frozen=True)
 class QuadraticFamily:
-    """W and y drawn i.i.d. standard normal for each problem (on the CPU, then moved to `device`)."""
+    """W and y drawn i.i.d. standard normal for each problem (on the CPU, then moved to `device`).
+
+    `scale_decades=(lo, hi)`: each problem's W is multiplied by 10**u, u ~ U(lo, hi), so that
+    the curvature spans 2 * (hi - lo) decades across problems. `condition_decades=c`: column j
+    of W is multiplied by 10**(-c * j / (dim - 1)), a diagonal D of condition number 10**c, so
+    that cond(W)·10**c ≥ cond(WD) ≥ 10**c / cond(W) (the Hessian 2(WD)ᵀWD squares it; at dim 10,
+    c = 4 moves the median log10 cond(W) from 1.5 to 4.7). With the defaults, the draws are the
+    plain family's.
+    """
 
     dim: int = 10
     device: torch.device | str = "cpu"
+    scale_decades: tuple[float, float] = (0.0, 0.0)
+    condition_decades: float = 0.0
 
     def __post_init__(self) -> None:
         if self.dim < 1:
             raise UsageError(f"Invalid quadratic dimension: {self.dim}; use 1 or more")
+        scale = tuple(self.scale_decades)
+        if not (len(scale) == 2 and all(map(math.isfinite, scale)) and scale[0] <= scale[1]):
+            raise UsageError(
+                f"Invalid scale_decades: {self.scale_decades}; give two finite exponents (lo, hi) with lo <= hi"
+            )
+        if not (math.isfinite(self.condition_decades) and self.condition_decades >= 0):
+            raise UsageError(f"Invalid condition_decades: {self.condition_decades}; use a finite number >= 0")
+        if self.condition_decades > 0 and self.dim < 2:
+            raise UsageError(
+                f"condition_decades={self.condition_decades} needs two or more dimensions; got dim={self.dim}"
+            )
 
     def sample(
         self, num_problems: int, generator: torch.Generator, dtype: torch.dtype = torch.float32
@@ -68,4 +104,13 @@ class QuadraticFamily:
             raise UsageError(f"Invalid number of problems: {num_problems}; use 1 or more")
         weights = torch.randn(num_problems, self.dim, self.dim, generator=generator, dtype=dtype)
         targets = torch.randn(num_problems, self.dim, generator=generator, dtype=dtype)
+        # The options' numbers are drawn after the plain family's, and only when set, so that
+        # the default family's problems stay the same.
+        if any(self.scale_decades):
+            low, high = self.scale_decades
+            exponents = low + (high - low) * torch.rand(num_problems, generator=generator, dtype=torch.float64)
+            weights = weights * (10.0**exponents).to(dtype).view(-1, 1, 1)
+        if self.condition_decades:
+            columns = torch.arange(self.dim, dtype=torch.float64) / (self.dim - 1)
+            weights = weights * (10.0 ** (-self.condition_decades * columns)).to(dtype)
         return Quadratics(weights, targets).to(self.device)
