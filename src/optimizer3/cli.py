@@ -1,4 +1,4 @@
-"""The `optimizer3` command: meta-train, evaluate, reproduce, list-pretrained, export.
+"""The `optimizer3` command: meta-train, evaluate, reproduce, benchmark, list-pretrained, export.
 
 Every field of the config dataclasses is a flag (`flags`); the paper's values are the defaults.
 A problem the user can fix (an `Optimizer3Error`) ends with one line on stderr and exit status
@@ -26,7 +26,9 @@ from optimizer3 import __version__, pretrained
 from optimizer3.configs import from_dict, to_dict
 from optimizer3.errors import CheckpointError, Optimizer3Error, UsageError
 from optimizer3.evaluation.config import EvaluationConfig
-from optimizer3.experiments import commands, reproduce
+from optimizer3.evaluation.benchmark import BenchmarkConfig
+from optimizer3.evaluation.benchmark_report import overall_lines
+from optimizer3.experiments import benchmark, commands, reproduce
 from optimizer3 import flags
 from optimizer3.flags import (
     Parser, add_common, add_config_arguments, add_config_file, add_experiment_flags, config_from_args, given_flags,
@@ -34,14 +36,17 @@ from optimizer3.flags import (
 )
 from optimizer3.learned.files import drop_runtime_fields, load_learned_optimizer
 from optimizer3.meta.config import MetaTrainConfig
+from optimizer3.optim.baselines import BASELINES, check_baseline_names
 from optimizer3.meta.distributed import launched_size, leave_launched_run
 from optimizer3.meta.export import CardText, export_pretrained
 from optimizer3.meta.trainer import MetaTrainingInterrupted
 from optimizer3.runtime import RuntimeConfig, apply_threads, check_compiler
-from optimizer3.tasks import TaskConfig
+from optimizer3.tasks import TaskConfig, suite
 
 SIGPIPE_STATUS = 128 + 13  # what a shell reports for a command that SIGPIPE ended
 EVALUATION_RUNTIME = ("device", "threads", "workers", "compile")
+# The benchmark's parts are independent: by default one worker process per core (at most 4).
+BENCHMARK_RUNTIME = RuntimeConfig(workers=max(1, min(4, os.cpu_count() or 1)))
 
 
 def _runtime(args: argparse.Namespace) -> RuntimeConfig:
@@ -126,6 +131,29 @@ def command_reproduce(args: argparse.Namespace) -> None:
         runtime, args.run_dir or "runs/mnist-experiments", args.overwrite, args.data_dir, progress, args.argv))
 
 
+def command_benchmark(args: argparse.Namespace) -> None:
+    learned = {}
+    for source in [*args.pretrained, *args.checkpoint]:
+        path = pretrained.pretrained_path(source) if source in args.pretrained else pathlib.Path(source)
+        label = source if source in args.pretrained else (path.parent.name if path.name == "checkpoint.pt" else path.stem)
+        if label in learned:
+            raise UsageError(f"Two learned optimizers are named {label!r}; give each file a name of its own")
+        loaded = load_learned_optimizer(path)
+        learned[label] = (loaded.meta_params, loaded.config)
+    config = config_from_args(BenchmarkConfig, args, BenchmarkConfig())
+    missing = [name for name in config.baselines if not BASELINES[name].available]
+    if missing and "--baselines" not in given_flags(args, BenchmarkConfig):  # the default set: leave them out
+        print(f"optimizer3: leaving out {', '.join(missing)}: install them with pip install -e \".[lr-free]\"",
+              file=sys.stderr)
+        config = dataclasses.replace(config, baselines=tuple(n for n in config.baselines if n not in missing))
+    check_baseline_names(config.baselines)
+    names = suite.select(args.tasks, args.long)
+    runtime = config_from_args(RuntimeConfig, args, BENCHMARK_RUNTIME)
+    results = benchmark.benchmark_command(names, learned, config, runtime, args.run_dir or "runs/benchmark",
+                                          args.overwrite, args.quick, args.data_dir, not args.quiet, args.argv)
+    print(benchmark_summary(results))
+
+
 def command_list_pretrained(args: argparse.Namespace) -> None:
     cards = [pretrained.describe(pretrained.load_card(name)) for name in pretrained.available()]
     print("\n\n".join([pretrained.GUIDE, *cards]))
@@ -137,6 +165,11 @@ def command_export(args: argparse.Namespace) -> None:
     weights, card = export_pretrained(run_dir, args.name, pathlib.Path(args.evaluation or run_dir),
                                       pathlib.Path(args.out), text, overwrite=args.overwrite)
     print(f"wrote {weights} and {card}")
+
+
+def benchmark_summary(results: dict) -> str:
+    """What `benchmark` prints: where its report is, and each learned optimizer's summary."""
+    return "\n".join(overall_lines(results) or ["baselines only: no learned optimizer given"])
 
 
 def build_parser() -> Parser:
@@ -185,6 +218,22 @@ def build_parser() -> Parser:
     add_experiment_flags(mnist, None, reproduce.MNIST[1], text="the recipe's", task_fields=flags.MNIST_TASK_FIELDS)
     add_config_arguments(mnist, RuntimeConfig, RuntimeConfig(), "how it computes")
     again.set_defaults(handler=command_reproduce)
+
+    bench = sub.add_parser("benchmark", help="learned optimizers and tuned baselines on every task family: where "
+                           "does each break down", epilog=suite.split_text())
+    bench.add_argument("--pretrained", metavar="NAME", action="append", default=[],
+                       help="a shipped pretrained optimizer (repeat for several)")
+    bench.add_argument("--checkpoint", metavar="PATH", action="append", default=[],
+                       help="a meta-training checkpoint or learned-optimizer file (repeat for several)")
+    bench.add_argument("--tasks", metavar="LIST", help="tasks or families joined by commas (default: the whole "
+                       f"suite); families: {', '.join(suite.FAMILIES)}")
+    bench.add_argument("--long", action="store_true", help="add the long-horizon variants (10x the steps)")
+    bench.add_argument("--quick", action="store_true", help="every task tiny: a smoke test of a minute or two")
+    add_common(bench, "directory of the benchmark (default: runs/benchmark); the same command in the same "
+               "directory continues an interrupted run")
+    add_config_arguments(bench, BenchmarkConfig, BenchmarkConfig(), "benchmark")
+    add_config_arguments(bench, RuntimeConfig, BENCHMARK_RUNTIME, "how it computes", only=EVALUATION_RUNTIME)
+    bench.set_defaults(handler=command_benchmark)
 
     listing = sub.add_parser("list-pretrained", help="the shipped optimizers: which to use, and where each fails")
     listing.set_defaults(handler=command_list_pretrained)

@@ -148,7 +148,7 @@ def add_common(parser: argparse.ArgumentParser, run_dir_help: str | None, run_di
         parser.add_argument("--run-dir", help=run_dir_help, required=run_dir_required)
         parser.add_argument("--overwrite", action="store_true", help="write into a run directory that holds files")
     parser.add_argument("--quiet", action="store_true", help="print only the result: no settings, no progress")
-    parser.add_argument("--data-dir", default=None, help="where to look for data (MNIST) first; then "
+    parser.add_argument("--data-dir", default=None, help="where to look for data (MNIST, Fashion-MNIST, the text corpus) first; then "
                         "$OPTIMIZER3_DATA_DIR, then the user's cache directory, then download")
 
 

@@ -108,7 +108,7 @@ def compare_tasks(
                             runtime=runtime, data_dir=data_dir)
     calls = {(index, name): functools.partial(run, name, *tasks[index]) for index, name in jobs}
     with tqdm(total=len(jobs), desc="evaluate", unit="optimizer", disable=not progress) as bar:
-        def done(job: tuple[int, str]) -> None:
+        def done(job: tuple[int, str], part: Part | None = None) -> None:
             bar.set_postfix_str(f"{job[1]} on task {job[0] + 1} of {len(tasks)}" if len(tasks) > 1 else job[1])
             bar.update()
         if runtime.workers == 1:
@@ -117,7 +117,7 @@ def compare_tasks(
                 parts[job] = call()
                 done(job)
         else:
-            parts = _run_side_by_side(calls, _largest_first(jobs, tasks, data_dir, runtime), runtime.workers, done)
+            parts = run_side_by_side(calls, _largest_first(jobs, tasks, data_dir, runtime), runtime.workers, done)
     results = []
     for index, (task, horizons) in enumerate(tasks):
         test_task, _ = sample_tasks(_family(task, data_dir, runtime.device), evaluation, tuning_seed)
@@ -168,7 +168,7 @@ def _largest_first(jobs, tasks, data_dir, runtime: RuntimeConfig) -> list[tuple[
     return sorted(jobs, key=lambda job: (job[1] == LEARNED, max(tasks[job[0]][1]) * dims[job[0]]), reverse=True)
 
 
-def _run_side_by_side(calls: dict, order: list, workers: int, done: Callable) -> dict:
+def run_side_by_side(calls: dict, order: list, workers: int, done: Callable) -> dict:
     """Every call in `workers` processes, each with an equal share of this one's threads (at
     least one), reporting each part as it finishes."""
     threads = max(1, torch.get_num_threads() // workers)
@@ -179,7 +179,7 @@ def _run_side_by_side(calls: dict, order: list, workers: int, done: Callable) ->
         parts = {}
         for future in concurrent.futures.as_completed(futures):
             parts[futures[future]] = future.result()
-            done(futures[future])
+            done(futures[future], parts[futures[future]])
     return parts
 
 

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 
 from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
-from optimizer3.optim.baselines import make_baseline, make_baselines
+from optimizer3.optim.baselines import BASELINES, make_baselines
 from optimizer3.optim.learned import LearnedOptimizer
 from optimizer3.tasks.base import Task
 
@@ -66,12 +66,13 @@ def run_optimizer(
 
 
 def run_copies(
-    make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+    make_optimizer: Callable[[list], torch.optim.Optimizer],
     task: Task,
     copies: int,
     steps: int,
     seed: int,
     keep: Iterable[int] = (),
+    per_problem: bool = False,
 ) -> list[Run]:
     """`run_optimizer` for `copies` copies of the problems in lockstep: every copy starts from the
     same parameters and sees the same minibatches, and `make_optimizer` gets one parameter
@@ -79,6 +80,10 @@ def run_copies(
     run equals the run `run_optimizer` makes with copy c's optimizer alone; a task with a
     `copies_loss` method computes all copies' losses at once (for an MLP, one matrix product
     reads each minibatch for every copy), any other task one copy at a time.
+
+    `per_problem`: give `make_optimizer`, for each copy, every problem's own tensors in the
+    shapes of `task.parameter_shapes` (for optimizers that are not coordinatewise). An
+    optimizer with an `eval` method (Schedule-Free) is switched to it before the final loss.
     """
     keep = sorted(set(keep) - {steps})
     if any(not 0 <= t < steps for t in keep):
@@ -87,22 +92,41 @@ def run_copies(
         raise ValueError(f"Invalid number of copies: {copies}; use 1 or more")
     generator = torch.Generator().manual_seed(seed)
     start = task.init(generator)
-    params = [start.clone().requires_grad_() for _ in range(copies)] if copies > 1 else [start.requires_grad_()]
-    optimizer = make_optimizer(params)
+    if per_problem:
+        leaves = [_problem_tensors(start, task.parameter_shapes) for _ in range(copies)]
+        optimizer = make_optimizer(leaves)
+        def current() -> list[torch.Tensor]:
+            return [torch.cat([t.reshape(-1) for problem in copy for t in problem]).view(start.shape)
+                    for copy in leaves]
+    else:
+        params = [start.clone().requires_grad_() for _ in range(copies)] if copies > 1 else [start.requires_grad_()]
+        optimizer = make_optimizer(params)
+        def current() -> list[torch.Tensor]:
+            return params
     history, kept = [], []
     for t in range(steps + 1):
-        losses = _copies_loss(task, params, task.sample_batch(generator))
+        if t == steps and hasattr(optimizer, "eval"):
+            optimizer.eval()
+        values = current()
+        losses = _copies_loss(task, values, task.sample_batch(generator))
         history.append(losses.detach())
         if t in keep:
-            kept.append((t, [p.detach().clone() for p in params]))
+            kept.append((t, [p.detach().clone() for p in values]))
         if t == steps:
             break
         optimizer.zero_grad()
         losses.sum().backward()
         optimizer.step()
     history = torch.stack(history, dim=1).cpu()
-    return [Run(history[c], params[c].detach(), tuple((t, kept_params[c]) for t, kept_params in kept))
+    return [Run(history[c], values[c].detach(), tuple((t, kept_params[c]) for t, kept_params in kept))
             for c in range(copies)]
+
+
+def _problem_tensors(start: torch.Tensor, shapes) -> list[list[torch.Tensor]]:
+    """Each problem's parameters of `start` [problems, dim] as leaf tensors of `shapes`."""
+    sizes = [math.prod(shape) for shape in shapes]
+    return [[piece.reshape(shape).clone().requires_grad_() for piece, shape in zip(row.split(sizes), shapes)]
+            for row in start.detach()]
 
 
 def _copies_loss(task: Task, params: list[torch.Tensor], batch) -> torch.Tensor:
@@ -116,13 +140,14 @@ def _copies_loss(task: Task, params: list[torch.Tensor], batch) -> torch.Tensor:
 
 def run_baseline(name: str, lr: float, task: Task, steps: int, seed: int, keep: Iterable[int] = ()) -> Run:
     """`run_optimizer` with the baseline `name` at learning rate `lr`."""
-    return run_optimizer(lambda params: make_baseline(name, params, lr), task, steps, seed, keep)
+    return run_baselines(name, [lr], task, steps, seed, keep)[0]
 
 
-def run_baselines(name: str, lrs: list[float], task: Task, steps: int, seed: int) -> list[Run]:
+def run_baselines(name: str, lrs: list[float], task: Task, steps: int, seed: int, keep: Iterable[int] = ()) -> list[Run]:
     """`run_baseline` at each learning rate of `lrs`, as copies in lockstep (`run_copies`): the
     same runs, made faster by sharing each step's minibatch."""
-    return run_copies(lambda params: make_baselines(name, params, lrs), task, len(lrs), steps, seed)
+    return run_copies(lambda params: make_baselines(name, params, lrs), task, len(lrs), steps, seed, keep,
+                      per_problem=BASELINES[name].per_problem)
 
 
 def run_learned(

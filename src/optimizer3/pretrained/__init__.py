@@ -105,7 +105,21 @@ def describe(card: dict[str, Any]) -> str:
             f"({evaluation['ratios']['mean_vs_best_baseline']:.2f}x)")
     if "test_accuracy" in final["lstm"]:
         line += f"; test accuracy {final['lstm']['test_accuracy']:.3f} vs {final[best]['test_accuracy']:.3f}"
-    return "\n".join([*lines, line])
+    return "\n".join([*lines, line, *_benchmark(card)])
+
+
+def _benchmark(card: dict[str, Any]) -> list[str]:
+    """The card's benchmark summary (`optimizer3 benchmark`), if it has one."""
+    if "benchmark" not in card:
+        return []
+    bench = card["benchmark"]
+    lines = [f"  benchmark: {bench['command']} ({bench['date']}, {bench['machine']})"]
+    for split, entry in bench["splits"].items():
+        ratio = entry["geometric_mean_ratio"]
+        lines.append(f"    {split} tasks ({entry['tasks']}): mean final loss / best tuned baseline's, geometric mean "
+                     f"{'inf' if ratio is None else f'{ratio:.2f}'}; fails on {', '.join(entry['failed_on']) or 'none'}; "
+                     f"behind by more than 25% on {', '.join(entry['behind_by_25_percent']) or 'none'}")
+    return lines
 
 
 __all__ = ["GUIDE", "PRETRAINED_DIR", "available", "describe", "load_card", "pretrained_path", "resolve"]
