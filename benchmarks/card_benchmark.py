@@ -24,8 +24,10 @@ def main() -> None:
     parser.add_argument("results", type=pathlib.Path, help="results.json of `optimizer3 benchmark`")
     args = parser.parse_args()
     results = json.loads(args.results.read_text())
-    if results.get("quick"):
-        raise SystemExit(f"{args.results} is a --quick benchmark: cards take the default suite's figures")
+    from optimizer3.tasks.suite import default_tasks
+
+    if results.get("quick") or set(results["tasks"]) != set(default_tasks()):
+        raise SystemExit(f"{args.results} is not the default suite (--quick, --tasks or --long): cards take its figures")
     for label in results["learned"]:
         if label not in pretrained.available():
             continue
@@ -38,7 +40,9 @@ def main() -> None:
         card["benchmark"] = {
             "command": record["command"], "date": record["date"], "machine": record["machine_text"],
             "splits": {split: {key: entry[key] for key in ("tasks", "geometric_mean_ratio", "worst_ratio", "failed_on",
-                                                            "behind_by_25_percent", "vs_untuned")}
+                                                            "behind_by_25_percent", "no_ratio", "vs_untuned",
+                                                            "geometric_mean_ratio_without_failures",
+                                                            "tasks_without_failures")}
                        for split, entry in results["overall"][label].items()},
             "ratios": {name: (task["ratios"][label].get("best_tuned") or {}).get("ratio")
                        for name, task in results["tasks"].items()},

@@ -45,3 +45,14 @@ def test_tuning_gives_up_clearly_when_the_grid_cannot_grow_enough():
     grid = LearningRateGrid(lr_min=1e-8, lr_max=1e-7, per_decade=3, max_extensions=1)
     with pytest.raises(UsageError, match="for adam is still on the grid's edge"):
         tune_learning_rate("adam", task, 10, seed=0, grid=grid)
+
+
+def test_tuning_grows_the_grid_downwards_when_every_rate_diverges():
+    task = QuadraticFamily(dim=4).sample(32, torch.Generator().manual_seed(0))
+    # SGD diverges on these quadratics at every rate from 10 to 1000.
+    grid = LearningRateGrid(lr_min=10.0, lr_max=1000.0, per_decade=3, max_extensions=6)
+    result = tune_learning_rate("sgd", task, 30, seed=0, grid=grid)
+    assert result.best_lr < 1.0 and math.isfinite(min(result.scores))
+    with pytest.raises(UsageError, match="Every learning rate diverged for sgd, down to"):
+        tune_learning_rate("sgd", task, 30, seed=0, grid=LearningRateGrid(lr_min=10.0, lr_max=1000.0, per_decade=3,
+                                                                          max_extensions=1))

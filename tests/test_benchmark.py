@@ -50,21 +50,34 @@ def test_failures_are_told_apart():
     assert run_failures(initial[:1], np.array([2.305]), chance=None) == [None]
 
 
-def _part(final, failed=None, lr=0.1):
+def _part(final, failed=None, lr=0.1, validation=None):
     final = list(final)
-    return {"final": final, "failed": failed or [None] * len(final), "lr": lr}
+    part = {"final": final, "failed": failed or [None] * len(final), "lr": lr}
+    if validation is not None:
+        part["tuning"] = {"lrs": [lr], "scores": [validation]}
+    return part
 
 
 def test_a_failed_run_is_never_averaged_into_a_finite_mean():
     config = BenchmarkConfig(baselines=("sgd", "adam"), bootstrap=200)
     parts = {"learned": _part([1.0, 1.0, 5.0], [None, None, "above initial loss"]),
-             "sgd": _part([2.0, 2.0, 2.5]), "adam": _part([1.0, 2.0, 3.0])}
+             "sgd": _part([2.0, 2.0, 2.5], validation=2.2), "adam": _part([1.0, 2.0, 3.0], validation=1.9)}
     summary = summarize_task(parts, ("learned",), config)
     learned = summary["optimizers"]["learned"]
     assert learned["failed"] == 1 and learned["failures"] == ["above initial loss"]
     assert math.isinf(learned["mean"]) and learned["median"] == 1.0
     assert summary["best_tuned"] == "adam"
     assert math.isinf(summary["ratios"]["learned"]["best_tuned"]["ratio"])
+
+
+def test_the_best_tuned_baseline_is_chosen_on_validation_and_a_failed_one_gives_no_ratio():
+    config = BenchmarkConfig(baselines=("sgd", "adam"), bootstrap=200)
+    parts = {"learned": _part([1.0, 1.0]), "sgd": _part([0.5, 0.5], validation=2.0),
+             "adam": _part([1.0, 9.0], [None, "non-finite"], validation=1.0)}
+    summary = summarize_task(parts, ("learned",), config)
+    # adam won on the validation problems; that it failed a test run is no win for the learned one.
+    assert summary["best_tuned"] == "adam"
+    assert summary["ratios"]["learned"]["best_tuned"]["ratio"] is None
 
 
 def test_the_ratio_is_paired_over_the_same_problems():
@@ -168,10 +181,10 @@ def test_workers_compute_the_same_parts(tmp_path):
 
 def test_parts_computed_with_other_settings_are_refused_not_mixed(tmp_path, capsys):
     assert _benchmark(tmp_path, tasks="quadratic-2") == 0
-    before = (tmp_path / "bench" / "results.md").read_text()
+    before = {path: path.read_bytes() for path in (tmp_path / "bench").rglob("*") if path.is_file()}
     assert _benchmark(tmp_path, "--test-seed", "7", tasks="quadratic-2") == 2
     assert "computed with other settings" in capsys.readouterr().err
-    assert (tmp_path / "bench" / "results.md").read_text() == before
+    assert {path: path.read_bytes() for path in (tmp_path / "bench").rglob("*") if path.is_file()} == before
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -36,7 +36,6 @@ from optimizer3.flags import (
 )
 from optimizer3.learned.files import drop_runtime_fields, load_learned_optimizer
 from optimizer3.meta.config import MetaTrainConfig
-from optimizer3.optim.baselines import BASELINES, check_baseline_names
 from optimizer3.meta.distributed import launched_size, leave_launched_run
 from optimizer3.meta.export import CardText, export_pretrained
 from optimizer3.meta.trainer import MetaTrainingInterrupted
@@ -132,26 +131,17 @@ def command_reproduce(args: argparse.Namespace) -> None:
 
 
 def command_benchmark(args: argparse.Namespace) -> None:
-    learned = {}
-    for source in [*args.pretrained, *args.checkpoint]:
-        path = pretrained.pretrained_path(source) if source in args.pretrained else pathlib.Path(source)
-        label = source if source in args.pretrained else (path.parent.name if path.name == "checkpoint.pt" else path.stem)
-        if label in learned:
-            raise UsageError(f"Two learned optimizers are named {label!r}; give each file a name of its own")
-        loaded = load_learned_optimizer(path)
-        learned[label] = (loaded.meta_params, loaded.config)
     config = config_from_args(BenchmarkConfig, args, BenchmarkConfig())
-    missing = [name for name in config.baselines if not BASELINES[name].available]
-    if missing and "--baselines" not in given_flags(args, BenchmarkConfig):  # the default set: leave them out
-        print(f"optimizer3: leaving out {', '.join(missing)}: install them with pip install -e \".[lr-free]\"",
-              file=sys.stderr)
-        config = dataclasses.replace(config, baselines=tuple(n for n in config.baselines if n not in missing))
-    check_baseline_names(config.baselines)
-    names = suite.select(args.tasks, args.long)
+    if "--baselines" not in given_flags(args, BenchmarkConfig):  # the default set: what is installed
+        config = benchmark.installed_baselines(config)
+    learned = benchmark.load_learned(args.pretrained, args.checkpoint, config.test_seed)
     runtime = config_from_args(RuntimeConfig, args, BENCHMARK_RUNTIME)
-    results = benchmark.benchmark_command(names, learned, config, runtime, args.run_dir or "runs/benchmark",
-                                          args.overwrite, args.quick, args.data_dir, not args.quiet, args.argv)
-    print(benchmark_summary(results))
+    if runtime.device != "cpu" and args.workers is None:  # one GPU: one process
+        runtime = dataclasses.replace(runtime, workers=1)
+    results = benchmark.benchmark_command(suite.select(args.tasks, args.long), learned, config, runtime,
+                                          args.run_dir or "runs/benchmark", args.overwrite, args.quick,
+                                          args.data_dir, not args.quiet, args.argv)
+    print("\n".join(overall_lines(results) or ["baselines only: no learned optimizer given"]))
 
 
 def command_list_pretrained(args: argparse.Namespace) -> None:
@@ -165,11 +155,6 @@ def command_export(args: argparse.Namespace) -> None:
     weights, card = export_pretrained(run_dir, args.name, pathlib.Path(args.evaluation or run_dir),
                                       pathlib.Path(args.out), text, overwrite=args.overwrite)
     print(f"wrote {weights} and {card}")
-
-
-def benchmark_summary(results: dict) -> str:
-    """What `benchmark` prints: where its report is, and each learned optimizer's summary."""
-    return "\n".join(overall_lines(results) or ["baselines only: no learned optimizer given"])
 
 
 def build_parser() -> Parser:
@@ -232,7 +217,7 @@ def build_parser() -> Parser:
     add_common(bench, "directory of the benchmark (default: runs/benchmark); the same command in the same "
                "directory continues an interrupted run")
     add_config_arguments(bench, BenchmarkConfig, BenchmarkConfig(), "benchmark")
-    add_config_arguments(bench, RuntimeConfig, BENCHMARK_RUNTIME, "how it computes", only=EVALUATION_RUNTIME)
+    add_config_arguments(bench, RuntimeConfig, BENCHMARK_RUNTIME, "how it computes", only=("device", "threads", "workers"))
     bench.set_defaults(handler=command_benchmark)
 
     listing = sub.add_parser("list-pretrained", help="the shipped optimizers: which to use, and where each fails")

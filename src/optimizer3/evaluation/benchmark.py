@@ -33,7 +33,7 @@ from optimizer3.tasks.suite import SuiteTask
 
 TUNED = ("sgd", "nag", "rmsprop", "adam", "adamw", "muon")
 UNTUNED = ("adam-default", "prodigy", "schedule-free")
-FAILURES = ("non-finite", "above initial loss", "not below chance")
+FAILURES = ("non-finite", "above initial loss", "not below chance", "tuning failed")
 CURVE_POINTS = 200  # a part keeps its mean loss curve at most this many points long
 
 
@@ -64,7 +64,7 @@ class BenchmarkConfig:
 def part_settings(task: SuiteTask, config: BenchmarkConfig, optimizer: str) -> dict[str, Any]:
     """What a part's numbers depend on besides the code: a stored part is reused only if its
     settings are these."""
-    settings = {"steps": task.steps, "problems": task.problems, "test_seed": config.test_seed}
+    settings = {"task": task.description, "steps": task.steps, "problems": task.problems, "test_seed": config.test_seed}
     if optimizer in BASELINES and BASELINES[optimizer].tuned:
         settings.update(tuning_problems=task.tuning_problems, tuning_seed=config.tuning_seed,
                         grid=dataclasses.asdict(config.grid))
@@ -88,7 +88,7 @@ def run_part(
         try:
             tuning = tune_learning_rates(optimizer, validation, (task.steps,), config.tuning_seed, config.grid)[task.steps]
         except UsageError as error:  # every rate diverged, or the best stayed on the grid's edge
-            return {**part, "lr": None, "tuning_failed": str(error), "failed": [FAILURES[0]] * task.problems}
+            return {**part, "lr": None, "tuning_failed": str(error), "failed": [FAILURES[3]] * task.problems}
         part["lr"], part["tuning"] = tuning.best_lr, {"lrs": list(tuning.lrs), "scores": list(tuning.scores)}
         run = run_baseline(optimizer, tuning.best_lr, test, task.steps, config.test_seed)
     else:
@@ -146,8 +146,10 @@ def summarize_task(parts: dict[str, dict[str, Any]], learned: tuple[str, ...], c
         if "tuning_failed" in part:
             entry["tuning_failed"] = part["tuning_failed"]
         optimizers[name] = entry
-    tuned = [name for name in config.tuned if name in parts]
-    best = min(tuned, key=lambda name: optimizers[name]["mean"]) if tuned else None
+    # The best tuned baseline is the one whose tuned rate scored lowest on the validation
+    # problems: chosen on the test problems, it would be biased towards their noise.
+    tuned = [name for name in config.tuned if name in parts and parts[name].get("tuning")]
+    best = min(tuned, key=lambda name: min(math.inf if v is None else v for v in parts[name]["tuning"]["scores"])) if tuned else None
     ratios = {}
     for name in learned:
         ratios[name] = {}
@@ -166,6 +168,8 @@ def _scored(part: dict[str, Any]) -> np.ndarray:
 def paired_ratio(numerator: np.ndarray, denominator: np.ndarray, samples: int, seed: int) -> dict[str, Any]:
     """mean(numerator) / mean(denominator) with a 95% percentile-bootstrap interval that
     resamples the test problems, the same ones for both (they ran on the same problems)."""
+    if not np.isfinite(denominator).all():  # the reference failed runs: no ratio to speak of
+        return {"ratio": None, "ci": [None, None], "reference_failed": True}
     rng = np.random.default_rng(seed)
     index = rng.integers(0, len(numerator), size=(samples, len(numerator)))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -177,23 +181,27 @@ def paired_ratio(numerator: np.ndarray, denominator: np.ndarray, samples: int, s
 
 
 def overall(tasks: dict[str, dict[str, Any]], splits: dict[str, str], learned: str) -> dict[str, Any]:
-    """One learned optimizer over a split's tasks: the geometric mean and the largest of its
-    ratios to the best tuned baseline, and the tasks where it failed or lost by more than 25%."""
+    """One learned optimizer over each split's tasks: the tasks where it failed runs, the
+    geometric mean and the largest of its ratios to the best tuned baseline (infinite where it
+    failed; tasks where that baseline failed a test run have no ratio and are listed apart),
+    and the tasks where it was behind by more than 25%."""
     summary = {}
     for split in dict.fromkeys(splits.values()):
-        names = [name for name in tasks if splits[name] == split and learned in tasks[name]["ratios"]
-                 and "best_tuned" in tasks[name]["ratios"][learned]]
+        every = [name for name in tasks if splits[name] == split and learned in tasks[name]["ratios"]]
+        names = [name for name in every if tasks[name]["ratios"][learned].get("best_tuned", {}).get("ratio") is not None]
         ratios = np.array([tasks[name]["ratios"][learned]["best_tuned"]["ratio"] for name in names], float)
-        if not len(ratios):
+        if not every:
             continue
         with np.errstate(divide="ignore"):
-            geo = float(np.exp(np.log(ratios).mean())) if np.isfinite(ratios).all() else math.inf
+            geo = float(np.exp(np.log(ratios).mean())) if len(ratios) and np.isfinite(ratios).all() else math.inf
             finite = ratios[np.isfinite(ratios)]
             geo_finite = float(np.exp(np.log(finite).mean())) if len(finite) else math.nan
         summary[split] = {
-            "tasks": len(names), "geometric_mean_ratio": geo, "worst_ratio": float(ratios.max()),
+            "tasks": len(names), "geometric_mean_ratio": geo,
+            "worst_ratio": float(ratios.max()) if len(ratios) else math.nan,
             "geometric_mean_ratio_without_failures": geo_finite, "tasks_without_failures": len(finite),
-            "failed_on": [n for n in names if tasks[n]["optimizers"][learned]["failed"]],
-            "behind_by_25_percent": [n for n, r in zip(names, ratios) if r > 1.25],
+            "failed_on": [n for n in every if tasks[n]["optimizers"][learned]["failed"]],
+            "behind_by_25_percent": [n for n, r in zip(names, ratios) if 1.25 < r < math.inf],
+            "no_ratio": [n for n in every if n not in names],
         }
     return summary

@@ -25,6 +25,8 @@ def ratio_cell(task: dict[str, Any], learned: str) -> str:
     ratio = task["ratios"][learned].get("best_tuned")
     if ratio is None:
         return "–"
+    if ratio["ratio"] is None:
+        return "(the best tuned baseline failed runs)"
     text = f"{ratio['ratio']:.2f} {_interval([round(v, 2) if math.isfinite(v) else v for v in ratio['ci']])}"
     return f"**{text}**" if ratio["ratio"] > 1.25 else text
 
@@ -52,11 +54,13 @@ def overall_lines(results: dict[str, Any]) -> list[str]:
             if s["tasks_without_failures"] < s["tasks"]:
                 line += (f" ({_number(s['geometric_mean_ratio_without_failures'])} over the "
                          f"{s['tasks_without_failures']} tasks without failed runs)")
+            if s.get("no_ratio"):
+                line += f"; no ratio where the best tuned baseline failed a run ({', '.join(s['no_ratio'])})"
             line += (f"; failed on {', '.join(s['failed_on']) or 'none'}; "
                     f"behind the best tuned baseline by more than 25% on {', '.join(s['behind_by_25_percent']) or 'none'}")
             untuned = s.get("vs_untuned", {})
             if untuned:
-                line += "; against untuned references (geometric mean ratio): " + ", ".join(
+                line += "; against the untuned references (geometric mean ratio where they did not fail): " + ", ".join(
                     f"{name} {_number(value)}" for name, value in untuned.items())
             lines.append(line)
     return lines
@@ -93,9 +97,10 @@ def markdown(results: dict[str, Any]) -> str:
              + ", ".join(results["config"]["untuned"]) + ".", ""]
     if results["learned"]:
         lines += ["## Learned / best tuned baseline", "",
-                  "Mean final loss of the learned optimizer over that of the best tuned baseline on the same test "
-                  "problems, with a paired bootstrap 95% interval: below 1 the learned optimizer is better; bold: "
-                  "behind by more than 25%, or failed runs.", "", *summary_table(results), "", *overall_lines(results), ""]
+                  "Mean final loss of the learned optimizer over that of the best tuned baseline (the one whose "
+                  "tuned rate scored lowest on the validation problems) on the same test problems, with a paired "
+                  "bootstrap 95% interval: below 1 the learned optimizer is better; bold: behind by more than 25%, "
+                  "or failed runs.", "", *summary_table(results), "", *overall_lines(results), ""]
     lines += ["## Every optimizer on every task", ""]
     for name, task in results["tasks"].items():
         spec = task["spec"]

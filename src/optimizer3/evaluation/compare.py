@@ -177,9 +177,18 @@ def run_side_by_side(calls: dict, order: list, workers: int, done: Callable) -> 
                                                 initargs=(threads,)) as pool:
         futures = {pool.submit(calls[job]): job for job in order}
         parts = {}
-        for future in concurrent.futures.as_completed(futures):
-            parts[futures[future]] = future.result()
-            done(futures[future], parts[futures[future]])
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                parts[futures[future]] = future.result()
+                done(futures[future], parts[futures[future]])
+        except BaseException:
+            # Keep what the other workers finish meanwhile (done() stores each part), then raise.
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future, job in futures.items():
+                if job not in parts and future.done() and not future.cancelled() and future.exception() is None:
+                    parts[job] = future.result()
+                    done(job, parts[job])
+            raise
     return parts
 
 

@@ -2,7 +2,8 @@
 
 Each baseline runs on the validation problems for every learning rate of a log-spaced grid;
 the learning rate with the lowest mean final loss wins. When the best rate lies on an edge of
-the grid, the grid grows by a decade on that side, so the winner is always an interior point.
+the grid, the grid grows by a decade on that side, so the winner is always an interior point;
+when every rate diverged, it grows downwards.
 Test problems are never seen here.
 """
 
@@ -68,10 +69,8 @@ def _tune(name: str, grid: LearningRateGrid, score: Callable[[list[float]], list
         missing = [exponent for exponent in exponents if exponent not in scores]
         scores.update(zip(missing, score(missing), strict=True))
         values = [scores[exponent] for exponent in exponents]
-        best = int(np.argmin(values))
-        if not math.isfinite(values[best]):
-            raise UsageError(f"Every learning rate diverged for {name}; widen the grid downwards")
-        if 0 < best < len(exponents) - 1:
+        best = int(np.argmin(values))  # every rate diverged: 0, so the grid grows downwards
+        if math.isfinite(values[best]) and 0 < best < len(exponents) - 1:
             break
         # The best rate is on an edge: grow the grid by one decade on that side.
         if best == 0:
@@ -79,6 +78,9 @@ def _tune(name: str, grid: LearningRateGrid, score: Callable[[list[float]], list
         else:
             exponents = exponents + [exponents[-1] + step * i for i in range(1, grid.per_decade + 1)]
     else:
+        if not math.isfinite(min(scores.values())):
+            raise UsageError(f"Every learning rate diverged for {name}, down to {10.0 ** exponents[0]:.3g}; "
+                             "widen the grid downwards")
         raise UsageError(
             f"The best learning rate for {name} is still on the grid's edge after "
             f"{grid.max_extensions} extensions; widen --lr-min/--lr-max"

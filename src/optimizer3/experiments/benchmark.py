@@ -10,10 +10,12 @@ the learned / best tuned ratios and every task's table) and benchmark.png.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import pathlib
 import shutil
+import sys
 import time
 from typing import Any
 
@@ -30,7 +32,8 @@ from optimizer3.evaluation.report import json_safe
 from optimizer3.evaluation.runs import Learned
 from optimizer3.experiments.commands import run_directory, write_json
 from optimizer3.files import atomic_path, run_dir_files, write_text_atomic
-from optimizer3.learned.files import meta_params_digest
+from optimizer3 import pretrained
+from optimizer3.learned.files import load_learned_optimizer, meta_params_digest
 from optimizer3.optim.baselines import BASELINES
 from optimizer3.provenance import describe_machine, provenance
 from optimizer3.runtime import RuntimeConfig
@@ -38,6 +41,32 @@ from optimizer3.tasks.suite import HELD_OUT, SUITE, SuiteTask, split_text
 
 MARKER = "benchmark.json"  # a run directory holding it is a benchmark's, and may be continued
 QUICK = {"steps": 8, "problems": 4, "tuning_problems": 2}  # --quick: every task, tiny
+
+
+def installed_baselines(config: BenchmarkConfig) -> BenchmarkConfig:
+    """`config` without the baselines whose optional package is missing, said on stderr."""
+    missing = [name for name in config.baselines if not BASELINES[name].available]
+    if missing:
+        print(f"optimizer3: leaving out {', '.join(missing)}: install them with pip install -e \".[lr-free]\"",
+              file=sys.stderr)
+    return dataclasses.replace(config, baselines=tuple(n for n in config.baselines if n not in missing))
+
+
+def load_learned(names: list[str], paths: list[str], test_seed: int) -> dict[str, Learned]:
+    """The learned optimizers to benchmark by label: shipped ones by name, files by their name
+    (a checkpoint by its run directory's). One meta-trained on the test seed is refused."""
+    learned = {}
+    for source, path in [*((name, pretrained.pretrained_path(name)) for name in names),
+                         *((path, pathlib.Path(path)) for path in paths)]:
+        label = source if source in names else (path.parent.name if path.name == "checkpoint.pt" else path.stem)
+        if label in learned or label in BASELINES:
+            raise UsageError(f"Two optimizers are named {label!r}; give the file a name of its own")
+        loaded = load_learned_optimizer(path)
+        if test_seed in [(loaded.meta_train or {}).get(key) for key in ("seed", "validation_seed")]:
+            raise UsageError(f"{source} was meta-trained with seed {test_seed}, the benchmark's test seed; "
+                             "give --test-seed another value")
+        learned[label] = (loaded.meta_params, loaded.config)
+    return learned
 
 
 def plan(names: tuple[str, ...], quick: bool) -> list[SuiteTask]:
@@ -109,25 +138,24 @@ def benchmark_command(
     and write its report into `run_dir`; the results."""
     tasks = plan(names, quick)
     probes = check_data(tasks, data_dir, runtime.device)
-    labels = set(learned) & set(BASELINES)
-    if labels:
-        raise UsageError(f"A learned optimizer may not be called {sorted(labels)[0]!r}, a baseline's name; rename its file")
     path = pathlib.Path(run_dir)
     is_benchmark = (path / MARKER).is_file()
     with run_directory(path, overwrite, resume=is_benchmark) as path:
         if overwrite and run_dir_files(path):
             shutil.rmtree(path / "parts", ignore_errors=True)
-        write_json(path / MARKER, {"benchmark": to_dict(config), "quick": quick})
         digests = {label: meta_params_digest(optimizer[0]) for label, optimizer in learned.items()}
-        parts = _compute(tasks, learned, digests, config, runtime, path, data_dir, progress, probes)
+        stored, calls = _parts(tasks, learned, digests, config, runtime, path, data_dir)  # refuses before writing
+        write_json(path / MARKER, {"benchmark": to_dict(config), "quick": quick})
+        parts = _compute(tasks, learned, digests, config, runtime, path, progress, probes, stored, calls)
         results = assemble(tasks, parts, tuple(learned), config, {**provenance(argv), "runtime": to_dict(runtime)})
         results["meta_params_sha256"], results["quick"] = digests, quick
         write_report(path, results)
     return results
 
 
-def _compute(tasks, learned, digests, config, runtime, run_dir, data_dir, progress, probes) -> dict:
-    """Every part: read back where stored, computed (and stored) where not."""
+def _parts(tasks, learned, digests, config, runtime, run_dir, data_dir) -> tuple[dict, dict]:
+    """The parts stored in `run_dir` (refused if computed with other settings), and a call for
+    each part still missing."""
     optimizers = list(learned) + [name for name in config.baselines]
     parts, calls = {}, {}
     for task in tasks:
@@ -140,7 +168,11 @@ def _compute(tasks, learned, digests, config, runtime, run_dir, data_dir, progre
                 calls[task.name, optimizer] = functools.partial(
                     _job, task.name, task.steps, task.problems, task.tuning_problems, optimizer,
                     learned.get(optimizer), config, data_dir, runtime.device)
+    return parts, calls
 
+
+def _compute(tasks, learned, digests, config, runtime, run_dir, progress, probes, parts, calls) -> dict:
+    """Every part: `parts` read back, `calls` computed and each stored as it arrives."""
     with tqdm(total=len(calls), desc="benchmark", unit="part", disable=not progress or not calls) as bar:
         def done(job: tuple[str, str], part: dict[str, Any]) -> None:
             if job[1] in digests:
@@ -182,7 +214,7 @@ def assemble(tasks: list[SuiteTask], parts: dict, learned: tuple[str, ...], conf
             names = [task.name for task in tasks if task.split == split]
             entry["vs_untuned"] = {
                 other: _geometric([summaries[n]["ratios"][label][other]["ratio"] for n in names
-                                   if other in summaries[n]["ratios"][label]])
+                                   if summaries[n]["ratios"][label].get(other, {}).get("ratio") is not None])
                 for other in config.baselines if not BASELINES[other].tuned}
     return {"learned": list(learned), "split": split_text(), "record": {**record, "machine_text": describe_machine(record["machine"])},
             "config": {**to_dict(config), "tuned": list(config.tuned),
@@ -219,7 +251,8 @@ def figure_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 if entry["failed"]:
                     failed[label] = f"{entry['failed']}/{entry['problems']}"
                 ratio = task["ratios"][label].get("best_tuned")
-                values = (ratio["ratio"], *ratio["ci"]) if ratio else None  # null in JSON: infinite
+                usable = ratio and ratio["ratio"] is not None or ratio and not ratio.get("reference_failed")
+                values = (ratio["ratio"], *ratio["ci"]) if usable else None  # null in JSON: infinite
                 ratios[label] = tuple(float("inf") if v is None else v for v in values) if values else None
             rows.append({"name": name, "family": family, "held_out": task["spec"]["split"] == HELD_OUT,
                          "ratios": ratios, "failed": failed})
