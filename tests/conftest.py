@@ -103,3 +103,23 @@ def run_stopping_at(sig, at, *argv):
     """`optimizer3 ARGV...` in a subprocess that receives `sig` during trajectory `at`."""
     script = _SELF_SIGNAL.format(at=at, sig=int(sig))
     return subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=300)
+
+
+def assert_rows_and_copies_match(task):
+    """A batched task computes each instance's loss as that instance alone would (`rows`), and
+    several copies' losses and gradients (`copies_loss`) as each copy alone would."""
+    g = torch.Generator().manual_seed(2)
+    start, batch = task.init(g), task.sample_batch(g)
+    losses = task.loss(start, batch)
+    for i in range(task.num_problems):
+        torch.testing.assert_close(task.rows(i, i + 1).loss(start[i : i + 1], batch[i : i + 1]), losses[i : i + 1],
+                                   rtol=1e-5, atol=1e-5)
+    copies = [(start + 0.1 * c * torch.randn(start.shape, generator=g)).requires_grad_() for c in range(3)]
+    together = task.copies_loss(copies, batch)
+    assert together.shape == (3, task.num_problems)
+    grads = torch.autograd.grad(together.sum(), copies)
+    for params, copy_losses, grad in zip(copies, together, grads):
+        alone = task.loss(params, batch)
+        torch.testing.assert_close(copy_losses, alone)
+        torch.testing.assert_close(grad, torch.autograd.grad(alone.sum(), params)[0])
+    assert not torch.allclose(together[0], together[1])

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import assert_rows_and_copies_match
 from optimizer3.errors import UsageError
 from optimizer3.tasks import conv
 from optimizer3.tasks.conv import ConvFamily
@@ -55,21 +56,7 @@ def test_batched_instances_match_torch_layers_one_instance_at_a_time(side, chann
 
 def test_rows_and_copies_give_each_instances_own_loss():
     task = ConvFamily(_images(), batch_size=8, heldout=100).sample(5, torch.Generator())
-    g = torch.Generator().manual_seed(2)
-    start, batch = task.init(g), task.sample_batch(g)
-    losses = task.loss(start, batch)
-    for i in range(5):
-        torch.testing.assert_close(task.rows(i, i + 1).loss(start[i : i + 1], batch[i : i + 1]), losses[i : i + 1],
-                                   rtol=1e-5, atol=1e-5)
-    copies = [(start + 0.1 * c * torch.randn(start.shape, generator=g)).requires_grad_() for c in range(3)]
-    together = task.copies_loss(copies, batch)
-    assert together.shape == (3, 5)
-    grads = torch.autograd.grad(together.sum(), copies)
-    for params, copy_losses, grad in zip(copies, together, grads):
-        alone = task.loss(params, batch)
-        torch.testing.assert_close(copy_losses, alone)
-        torch.testing.assert_close(grad, torch.autograd.grad(alone.sum(), params)[0])
-    assert not torch.allclose(together[0], together[1])
+    assert_rows_and_copies_match(task)
 
 
 def test_shapes_init_splits_and_test_accuracy(monkeypatch):

@@ -180,6 +180,14 @@ def paired_ratio(numerator: np.ndarray, denominator: np.ndarray, samples: int, s
     return {"ratio": float(point) if np.isfinite(point) else math.inf, "ci": [float(low), float(high)]}
 
 
+def geometric_mean(ratios) -> float:
+    """The geometric mean of ratios: infinite if any is, NaN if there are none."""
+    ratios = np.asarray(ratios, dtype=float)
+    if not len(ratios):
+        return math.nan
+    return float(np.exp(np.log(ratios).mean())) if np.isfinite(ratios).all() else math.inf
+
+
 def overall(tasks: dict[str, dict[str, Any]], splits: dict[str, str], learned: str) -> dict[str, Any]:
     """One learned optimizer over each split's tasks: the tasks where it failed runs, the
     geometric mean and the largest of its ratios to the best tuned baseline (infinite where it
@@ -192,10 +200,8 @@ def overall(tasks: dict[str, dict[str, Any]], splits: dict[str, str], learned: s
         ratios = np.array([tasks[name]["ratios"][learned]["best_tuned"]["ratio"] for name in names], float)
         if not every:
             continue
-        with np.errstate(divide="ignore"):
-            geo = float(np.exp(np.log(ratios).mean())) if len(ratios) and np.isfinite(ratios).all() else math.inf
-            finite = ratios[np.isfinite(ratios)]
-            geo_finite = float(np.exp(np.log(finite).mean())) if len(finite) else math.nan
+        finite = ratios[np.isfinite(ratios)]
+        geo, geo_finite = geometric_mean(ratios), geometric_mean(finite)
         summary[split] = {
             "tasks": len(names), "geometric_mean_ratio": geo,
             "worst_ratio": float(ratios.max()) if len(ratios) else math.nan,

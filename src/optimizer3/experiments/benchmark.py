@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 
 from optimizer3.configs import to_dict
 from optimizer3.errors import RunDirectoryError, UsageError
-from optimizer3.evaluation.benchmark import BenchmarkConfig, overall, part_settings, run_part, summarize_task
+from optimizer3.evaluation.benchmark import (
+    BenchmarkConfig, geometric_mean, overall, part_settings, run_part, summarize_task,
+)
 from optimizer3.evaluation.benchmark_report import markdown
 from optimizer3.evaluation.compare import run_side_by_side
 from optimizer3.evaluation.plotting import plot_benchmark
@@ -213,7 +215,7 @@ def assemble(tasks: list[SuiteTask], parts: dict, learned: tuple[str, ...], conf
         for split, entry in result_overall[label].items():
             names = [task.name for task in tasks if task.split == split]
             entry["vs_untuned"] = {
-                other: _geometric([summaries[n]["ratios"][label][other]["ratio"] for n in names
+                other: geometric_mean([summaries[n]["ratios"][label][other]["ratio"] for n in names
                                    if summaries[n]["ratios"][label].get(other, {}).get("ratio") is not None])
                 for other in config.baselines if not BASELINES[other].tuned}
     return {"learned": list(learned), "split": split_text(), "record": {**record, "machine_text": describe_machine(record["machine"])},
@@ -227,13 +229,6 @@ def _inf(part: dict[str, Any]) -> dict[str, Any]:
     if "final" in part:
         part = {**part, "final": [float("inf") if v is None else v for v in part["final"]]}
     return part
-
-
-def _geometric(ratios: list[float]) -> float:
-    values = torch.tensor(ratios, dtype=torch.float64)
-    if not len(values):
-        return float("nan")
-    return float(values.log().mean().exp()) if torch.isfinite(values).all() else float("inf")
 
 
 def figure_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -251,9 +246,10 @@ def figure_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 if entry["failed"]:
                     failed[label] = f"{entry['failed']}/{entry['problems']}"
                 ratio = task["ratios"][label].get("best_tuned")
-                usable = ratio and ratio["ratio"] is not None or ratio and not ratio.get("reference_failed")
-                values = (ratio["ratio"], *ratio["ci"]) if usable else None  # null in JSON: infinite
-                ratios[label] = tuple(float("inf") if v is None else v for v in values) if values else None
+                if ratio and not ratio.get("reference_failed"):  # infinities read back from JSON are null
+                    ratios[label] = tuple(float("inf") if v is None else v for v in (ratio["ratio"], *ratio["ci"]))
+                else:
+                    ratios[label] = None
             rows.append({"name": name, "family": family, "held_out": task["spec"]["split"] == HELD_OUT,
                          "ratios": ratios, "failed": failed})
     return rows
