@@ -28,14 +28,14 @@ from optimizer3.errors import CheckpointError, Optimizer3Error, UsageError
 from optimizer3.evaluation.config import EvaluationConfig
 from optimizer3.evaluation.benchmark import BenchmarkConfig
 from optimizer3.evaluation.benchmark_report import overall_lines
-from optimizer3.experiments import benchmark, commands, reproduce
+from optimizer3.experiments import benchmark, commands, general, reproduce
 from optimizer3 import flags
 from optimizer3.flags import (
     Parser, add_common, add_config_arguments, add_config_file, add_experiment_flags, config_from_args, given_flags,
     load_config_file,
 )
 from optimizer3.learned.files import drop_runtime_fields, load_learned_optimizer
-from optimizer3.meta.config import MetaTrainConfig
+from optimizer3.meta.config import MetaTrainConfig, PESTrainConfig
 from optimizer3.meta.distributed import launched_size, leave_launched_run
 from optimizer3.meta.export import CardText, export_pretrained
 from optimizer3.meta.trainer import MetaTrainingInterrupted
@@ -109,6 +109,11 @@ def command_evaluate(args: argparse.Namespace) -> None:
 
 def command_reproduce(args: argparse.Namespace) -> None:
     runtime, progress = _runtime(args), not args.quiet
+    if args.experiment == "general":
+        config = config_from_args(PESTrainConfig, args, PESTrainConfig())
+        print(general.reproduce_general(config, runtime, BenchmarkConfig(), runtime, args.run_dir or "runs/general",
+                                        args.overwrite, args.long, args.quick, args.data_dir, progress, args.argv))
+        return
     if args.experiment == "quadratic":
         presets = load_config_file(args.config, {"meta_train": (MetaTrainConfig, reproduce.QUADRATIC[0]),
                                                  "evaluation": (EvaluationConfig, reproduce.QUADRATIC[1])})
@@ -202,6 +207,15 @@ def build_parser() -> Parser:
     add_common(mnist, "directory of the run (default: runs/mnist-experiments)")
     add_experiment_flags(mnist, None, reproduce.MNIST[1], text="the recipe's", task_fields=flags.MNIST_TASK_FIELDS)
     add_config_arguments(mnist, RuntimeConfig, RuntimeConfig(), "how it computes")
+    pes_run = experiments.add_parser("general", help="meta-train the per-parameter MLP optimizer from scratch by PES "
+                                     "on the benchmark's meta-training tasks, then benchmark it on the held-out ones")
+    add_common(pes_run, "directory of the run (default: runs/general); the same command in the same directory "
+               "continues an interrupted run")
+    pes_run.add_argument("--long", action="store_true", help="benchmark the long-horizon held-out variants too")
+    pes_run.add_argument("--quick", action="store_true", help="benchmark every held-out task tiny (the benchmark's "
+                         "--quick): a smoke test")
+    add_config_arguments(pes_run, PESTrainConfig, PESTrainConfig(), "PES meta-training and architecture")
+    add_config_arguments(pes_run, RuntimeConfig, RuntimeConfig(), "how it computes", only=("device", "threads", "workers"))
     again.set_defaults(handler=command_reproduce)
 
     bench = sub.add_parser("benchmark", help="learned optimizers and tuned baselines on every task family: where "

@@ -14,13 +14,15 @@ from typing import NamedTuple
 
 import torch
 
-from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
+from optimizer3.learned.files import OptimizerConfig
+from optimizer3.learned.lstm import MetaParams
+from optimizer3.learned.mlp import MLPOptimizerConfig
 from optimizer3.optim.baselines import BASELINES, make_baselines
 from optimizer3.optim.learned import LearnedOptimizer
 from optimizer3.tasks.base import Task
 
 # A learned optimizer to run: its meta-parameters and architecture.
-Learned = tuple[MetaParams, LSTMOptimizerConfig]
+Learned = tuple[MetaParams, OptimizerConfig]
 
 
 class Run(NamedTuple):
@@ -155,11 +157,17 @@ def run_learned(
 ) -> Run:
     """`run_optimizer` with the learned optimizer, applied through `LearnedOptimizer` exactly as
     a user would apply it to their own model (`compile`: through `torch.compile`), on torch's
-    threads as the command set them, like every other optimizer in a comparison."""
+    threads as the command set them, like every other optimizer in a comparison. The
+    per-parameter MLP normalizes its features over each tensor, so it gets every problem's own
+    tensors (`task.parameter_shapes`); the coordinatewise LSTM gets them stacked."""
     meta_params, config = learned
-    return run_optimizer(
-        lambda params: LearnedOptimizer(params, meta_params, config, compile=compile, threads=0),
-        task, steps, seed, keep)
+    per_problem = isinstance(config, MLPOptimizerConfig)
+    if per_problem and not hasattr(task, "parameter_shapes"):
+        raise ValueError("The per-parameter MLP optimizer needs a task with parameter_shapes (each problem's tensors)")
+    def make(copies: list) -> LearnedOptimizer:
+        tensors = [t for problem in copies[0] for t in problem] if per_problem else copies
+        return LearnedOptimizer(tensors, meta_params, config, compile=compile, threads=0)
+    return run_copies(make, task, 1, steps, seed, keep, per_problem=per_problem)[0]
 
 
 def tuning_score(final_losses: torch.Tensor) -> float:

@@ -29,11 +29,16 @@ import torch
 
 from optimizer3.configs import from_dict, to_dict
 from optimizer3.errors import CheckpointError, UsageError
-from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams, meta_param_shapes
+from optimizer3.learned import lstm, mlp
+from optimizer3.learned.lstm import LSTMOptimizerConfig, MetaParams
+from optimizer3.learned.mlp import MLPOptimizerConfig
 
 KIND = "optimizer3.learned_optimizer"
 VERSION = 2
-ARCHITECTURES = ("lstm",)
+# Each architecture: its config class and the shapes of its meta-parameters.
+ARCHITECTURES = {"lstm": (LSTMOptimizerConfig, lstm.meta_param_shapes),
+                 "mlp": (MLPOptimizerConfig, mlp.meta_param_shapes)}
+OptimizerConfig = LSTMOptimizerConfig | MLPOptimizerConfig
 # The meta-training checkpoint versions this module reads the optimizer of (`meta.checkpoint`).
 CHECKPOINT_VERSIONS = (1, 2)
 # Version 1 files and checkpoints kept how a run computed inside its experiment config.
@@ -46,7 +51,7 @@ class LearnedOptimizerFile(NamedTuple):
     that made them (empty where not recorded)."""
 
     meta_params: MetaParams
-    config: LSTMOptimizerConfig
+    config: OptimizerConfig
     meta_train: dict[str, Any] | None
     recipe: tuple[dict[str, Any], ...] = ()
 
@@ -73,9 +78,17 @@ def read_plain_dict(path: pathlib.Path) -> dict[str, Any]:
     return data
 
 
-def check_meta_params(meta_params: Any, config: LSTMOptimizerConfig, where: str) -> None:
+def architecture_name(config: OptimizerConfig) -> str:
+    """The name under which files record the architecture of `config` ("lstm" or "mlp")."""
+    for name, (cls, _) in ARCHITECTURES.items():
+        if isinstance(config, cls):
+            return name
+    raise TypeError(f"Not a learned-optimizer architecture: {type(config).__name__}")
+
+
+def check_meta_params(meta_params: Any, config: OptimizerConfig, where: str) -> None:
     """Raise `CheckpointError` unless `meta_params` fit the architecture `config` exactly."""
-    expected = meta_param_shapes(config)
+    expected = ARCHITECTURES[architecture_name(config)][1](config)
     if not isinstance(meta_params, dict) or set(meta_params) != set(expected):
         names = sorted(meta_params) if isinstance(meta_params, dict) else type(meta_params).__name__
         raise CheckpointError(f"Meta-parameters in {where} do not match the architecture {config}: got {names}")
@@ -98,14 +111,14 @@ def drop_runtime_fields(data: Any) -> Any:
 
 
 def make_optimizer_file(
-    config: LSTMOptimizerConfig, meta_params: MetaParams, meta_train: dict[str, Any] | None,
+    config: OptimizerConfig, meta_params: MetaParams, meta_train: dict[str, Any] | None,
     recipe: list[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """The plain dict of a learned-optimizer file."""
     return {
         "kind": KIND,
         "version": VERSION,
-        "architecture": "lstm",
+        "architecture": architecture_name(config),
         "optimizer": to_dict(config),
         "meta_params": {k: v.detach().clone().contiguous().cpu() for k, v in meta_params.items()},
         "meta_train": meta_train,
@@ -113,9 +126,9 @@ def make_optimizer_file(
     }
 
 
-def _architecture(data: Any, path: pathlib.Path, what: str) -> LSTMOptimizerConfig:
+def _architecture(data: Any, path: pathlib.Path, what: str, name: str = "lstm") -> OptimizerConfig:
     try:
-        return from_dict(LSTMOptimizerConfig, data)
+        return from_dict(ARCHITECTURES[name][0], data)
     except UsageError as error:
         raise CheckpointError(f"{what} {path} has an invalid architecture: {error}") from None
 
@@ -133,7 +146,11 @@ def load_learned_optimizer(path: str | os.PathLike[str]) -> LearnedOptimizerFile
             raise CheckpointError(f"Checkpoint {path} has format version {data.get('version')!r}; this "
                                   f"optimizer3 reads versions {' and '.join(map(str, CHECKPOINT_VERSIONS))}")
         meta_train = drop_runtime_fields(data["config"])
-        config = _architecture(meta_train.get("optimizer", {}), path, "Checkpoint")
+        name = data.get("architecture", "lstm")
+        if name not in ARCHITECTURES:
+            raise CheckpointError(f"Checkpoint {path} is of architecture {name!r}; this optimizer3 knows "
+                                  f"{', '.join(ARCHITECTURES)}")
+        config = _architecture(meta_train.get("optimizer", {}), path, "Checkpoint", name)
         for key in ("meta_params", "best_meta_params"):
             check_meta_params(data.get(key), config, f"{path} ({key})")
         return LearnedOptimizerFile(data["best_meta_params"], config, meta_train)
@@ -149,7 +166,7 @@ def load_learned_optimizer(path: str | os.PathLike[str]) -> LearnedOptimizerFile
         if data.get("architecture") not in ARCHITECTURES:
             raise CheckpointError(f"Learned-optimizer file {path} is of architecture "
                                   f"{data.get('architecture')!r}; this optimizer3 knows {', '.join(ARCHITECTURES)}")
-    config = _architecture(architecture, path, "Learned-optimizer file")
+    config = _architecture(architecture, path, "Learned-optimizer file", data.get("architecture", "lstm"))
     check_meta_params(data.get("meta_params"), config, str(path))
     recipe = data.get("recipe", [])
     if not isinstance(recipe, list) or not all(isinstance(stage, dict) and "meta_train" in stage for stage in recipe):
@@ -163,5 +180,5 @@ def meta_params_digest(meta_params: MetaParams) -> str:
     for name in sorted(meta_params):
         tensor = meta_params[name].detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

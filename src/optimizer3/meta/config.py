@@ -12,6 +12,7 @@ import dataclasses
 from optimizer3.configs import check_choice, check_positive, field
 from optimizer3.errors import UsageError
 from optimizer3.learned.lstm import LSTMOptimizerConfig
+from optimizer3.learned.mlp import MLPOptimizerConfig
 from optimizer3.tasks import TaskConfig
 from optimizer3.tasks.mlp import activation_names
 
@@ -102,3 +103,62 @@ class MetaTrainConfig:
             if getattr(self, name) % kinds:
                 raise UsageError(f"Invalid {name}: {getattr(self, name)} is not a multiple of {kinds}, {mixed}; "
                                  "use a multiple, so that each kind has as many instances")
+
+
+# The benchmark's meta-training tasks that PES meta-training mixes by default: the cheap ones
+# (quadratics of dimension 10 and the 8x8 MNIST MLPs) and the paper's 28x28 MNIST MLPs.
+MIX_TASKS = ("quadratic-10", "mnist8-mlp-sigmoid", "mnist8-mlp-relu", "mnist-mlp-sigmoid", "mnist-mlp-relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class PESTrainConfig:
+    """Meta-training of the per-parameter MLP optimizer by persistent evolution strategies on
+    a mix of the benchmark's meta-training tasks."""
+
+    optimizer: MLPOptimizerConfig = dataclasses.field(default_factory=MLPOptimizerConfig)
+    tasks: tuple[str, ...] = field(
+        MIX_TASKS, "benchmark tasks of the meta-training set to sample each chain's problems from", type=str)
+    pairs: int = field(16, "antithetic pairs of perturbations per chain: each pair optimizes one problem twice")
+    sigma: float = field(0.01, "standard deviation of the perturbations of the meta-parameters")
+    truncation: int = field(10, "optimizee steps per truncation: one meta-update each")
+    min_horizon: int = field(100, "shortest chain: a chain's length is drawn log-uniformly in [min, max]")
+    max_horizon: int = field(1000, "longest chain (rounded down to a multiple of --truncation)")
+    meta_steps: int = field(3000, "meta-updates in the whole run")
+    meta_lr: float = field(3e-3, "Adam learning rate of the meta-optimizer (cosine decay to a tenth)")
+    clip_grad_norm: float = field(1.0, "clip the meta-gradient estimate's norm to this; 0 disables")
+    parameter_decades: float = field(
+        1.0, "task augmentation: each parameter tensor of each problem is reparameterized by a factor "
+        "10^u, u ~ U(-d, d); 0: none")
+    loss_decades: float = field(2.0, "task augmentation: each problem's loss is multiplied by 10^u, u ~ U(-d, d)")
+    loss_floor: float = field(1e-4, "the meta-loss is the mean of log(loss + floor) over a truncation's steps")
+    validation_problems: int = field(8, "fixed validation problems per task (quadratics: 8 times as many)")
+    validation_steps: int = field(200, "steps of each validation run")
+    validate_every: int = field(200, "validate every this many meta-updates (at the end of the chain they fall in)")
+    max_skips: int = field(20, "stop after this many meta-updates in a row skipped for non-finite estimates")
+    seed: int = field(0, "seed of the meta-parameters, problems, perturbations and augmentation")
+    validation_seed: int = field(1, "seed of the validation problems")
+
+    def __post_init__(self) -> None:
+        check_positive(self, "pairs", "truncation", "min_horizon", "max_horizon", "meta_steps",
+                       "validation_problems", "validation_steps", "validate_every", "max_skips")
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if not self.tasks:
+            raise UsageError("Invalid tasks: none given; name one or more tasks of the benchmark's meta-training set")
+        from optimizer3.tasks.suite import META_TRAINING, SUITE
+
+        for name in self.tasks:
+            if name not in SUITE or SUITE[name].split != META_TRAINING or SUITE[name].long:
+                allowed = ", ".join(n for n, t in SUITE.items() if t.split == META_TRAINING and not t.long)
+                raise UsageError(f"Invalid meta-training task: {name!r}; PES meta-trains only on the benchmark's "
+                                 f"meta-training set: {allowed}")
+        if self.min_horizon > self.max_horizon or self.max_horizon < self.truncation:
+            raise UsageError(f"Invalid horizons: min {self.min_horizon}, max {self.max_horizon}, truncation "
+                             f"{self.truncation}; use min <= max and max >= truncation")
+        for name in ("sigma", "meta_lr", "loss_floor"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"Invalid {name}: {getattr(self, name)}; use a positive number")
+        for name in ("clip_grad_norm", "parameter_decades", "loss_decades"):
+            if not getattr(self, name) >= 0:
+                raise UsageError(f"Invalid {name}: {getattr(self, name)}; use 0 or more")
+        if self.seed == self.validation_seed:
+            raise UsageError(f"The training and validation seeds are both {self.seed}; make them differ")

@@ -78,6 +78,19 @@ class Shard:
     def loss(self, params: torch.Tensor, batch: Any) -> torch.Tensor:
         return self.part.loss(params, batch)
 
+    # What PES meta-training asks of a task beyond the `Task` protocol (`meta.pes`).
+    @property
+    def parameter_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return self.whole.parameter_shapes
+
+    def copies_loss(self, params, batch: Any) -> torch.Tensor:
+        if hasattr(self.part, "copies_loss"):
+            return self.part.copies_loss(params, batch)
+        return torch.stack([self.part.loss(copy, batch) for copy in params])
+
+    def original_loss(self, losses: torch.Tensor) -> torch.Tensor:
+        return self.part.original_loss(losses) if hasattr(self.part, "original_loss") else losses
+
 
 @dataclasses.dataclass(frozen=True)
 class Group:
@@ -131,6 +144,14 @@ class Group:
         total = torch.tensor([value * share], dtype=torch.float64)
         dist.all_reduce(total)
         return float(total)
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """The elementwise sum of `values` (a float64 CPU tensor) over all processes."""
+        if self.size == 1:
+            return values
+        values = values.clone()
+        dist.all_reduce(values)
+        return values
 
     def same(self, value: float) -> bool:
         """Whether every process passed the same `value` (a checksum of where it starts)."""

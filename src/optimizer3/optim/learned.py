@@ -1,19 +1,25 @@
-"""A meta-trained LSTM optimizer as a `torch.optim.Optimizer`, for any PyTorch model.
+"""A meta-trained learned optimizer as a `torch.optim.Optimizer`, for any PyTorch model.
 
-The class only gathers tensors: the update rule is `learned.lstm_fast.lstm_step`, the same
-function the meta-trainer differentiates through, applied to each parameter's coordinates in blocks of
-rows (`chunk_rows`): small ones on a CPU, so that the LSTM's intermediate values stay in its
-cache, large ones on a GPU, where every block costs the same few dozen kernel launches.
+The class only gathers tensors; the update rule is the architecture's own step function, the
+same one meta-training runs:
 
-    opt = LearnedOptimizer.from_pretrained("mnist", model.parameters())
+- the per-parameter MLP (`learned.mlp.mlp_step`), one call per parameter tensor, which it
+  sees whole (its features are normalized over the tensor);
+- the paper's coordinatewise LSTM (`learned.lstm_fast.lstm_step`), applied to each
+  parameter's coordinates in blocks of rows (`chunk_rows`): small ones on a CPU, so that the
+  LSTM's intermediate values stay in its cache, large ones on a GPU, where every block costs
+  the same few dozen kernel launches.
+
+    opt = LearnedOptimizer.from_pretrained("general", model.parameters())
     loss.backward(); opt.step(); opt.zero_grad()
 
-Memory: every parameter coordinate carries the LSTM's hidden and cell state, 2 x layers x
-hidden floats (80 for the default 2 layers of 20 units: 320 bytes per float32 parameter, where
-Adam keeps 8), and one more float per moving average of an LSTM with `momentum_inputs` (two
+Memory per float32 parameter coordinate: the MLP keeps four floats (three moving averages and
+a second moment; 16 bytes, where Adam keeps 8) plus a row and a column of each matrix. The LSTM
+keeps its hidden and cell state, 2 x layers x hidden floats (80 for the default 2 layers of 20
+units: 320 bytes), and one more float per moving average of an LSTM with `momentum_inputs` (two
 with `momentum_bias_correction`), and two more with `mix_rms_decay`.
 
-References: Andrychowicz et al. 2016, section 2.1.
+References: Andrychowicz et al. 2016, section 2.1; Metz et al. 2022 (the MLP's features).
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import torch
 
 from optimizer3.configs import from_dict, to_dict
 from optimizer3.errors import CheckpointError
-from optimizer3.learned.files import check_meta_params, load_learned_optimizer
+from optimizer3.learned.files import ARCHITECTURES, OptimizerConfig, architecture_name, check_meta_params, load_learned_optimizer
 from optimizer3.learned.lstm import LSTMOptimizerConfig, LSTMState, MetaParams
 from optimizer3.learned.lstm_fast import step_function
+from optimizer3.learned.mlp import MLPOptimizerConfig, MLPState, matrix_shape, mlp_step
 from optimizer3.runtime import default_threads
 
 # Rows per block, from `python benchmarks/step_cost.py --sweep-blocks` (BENCHMARKS.md): on a CPU
@@ -45,6 +52,7 @@ ACCELERATOR_CHUNK_ROWS = 1 << 20
 # ([layers, numel, hidden] and [numel, momentum_columns]); they are turned around on loading.
 LAYOUT = "feature_major"
 STATE_KEYS = ("h", "c", "momentum")
+MLP_STATE_KEYS = ("momentum", "second", "row", "col")
 
 
 def _feature_major(state: dict[str, Any]) -> dict[str, Any]:
@@ -78,27 +86,30 @@ def _at_most_threads(threads: int) -> Iterator[None]:
 
 
 class LearnedOptimizer(torch.optim.Optimizer):
-    """The coordinatewise LSTM optimizer of Andrychowicz et al. (2016) for any parameters.
+    """A learned optimizer (the per-parameter MLP or the paper's LSTM) for any parameters.
 
     Args:
       params: parameters or parameter groups, as for any `torch.optim` optimizer.
-      meta_params: the LSTM's weights (from meta-training; see `from_pretrained`).
-      config: the LSTM's architecture that `meta_params` were trained with.
-      lr: multiplies the learned update. 1 (the default) applies exactly the update the LSTM
-        was meta-trained to make; a learning-rate scheduler scales it as it would scale SGD's
+      meta_params: the learned optimizer's weights (from meta-training; see `from_pretrained`).
+      config: the architecture that `meta_params` were trained with (`MLPOptimizerConfig` or
+        `LSTMOptimizerConfig`).
+      lr: multiplies the learned update. 1 (the default) applies exactly the update the
+        optimizer was meta-trained to make; a learning-rate scheduler scales it as it would scale SGD's
         step, which takes the optimizer outside what it was meta-trained on.
       maximize: maximize the objective instead of minimizing it.
-      compile: apply the update rule through `torch.compile` (`learned.lstm_fast.step_function`):
+      compile: apply the LSTM's update rule through `torch.compile` (`learned.lstm_fast.step_function`):
         faster steps on large models (BENCHMARKS.md) after a first compile of seconds to a
-        minute; results equal to floating-point rounding.
+        minute; results equal to floating-point rounding. (The MLP's step is not compiled.)
       threads: at most this many torch CPU threads during a step (restored after it); None:
         `runtime.default_threads()`, half the cores: a step is hundreds of small operations,
         and with every core's thread it ran 12 times slower on a 2-core machine shared with one
         other busy process, with half of them 1.8 times (BENCHMARKS.md, "Threads"); 0: torch's
         own setting, untouched.
 
-    State per parameter (in `self.state[p]`, created at its first step), laid out as the
-    update rule's own `LSTMState` is (feature-major): `h` and `c`, the LSTM's hidden and cell
+    State per parameter (in `self.state[p]`, created at its first step), for the MLP its
+    `MLPState` for a batch of one (`momentum` [3, rows, cols], `second` [rows, cols], `row`
+    [rows], `col` [cols], with (rows, cols) = `learned.mlp.matrix_shape(p.shape)`) and `step`;
+    for the LSTM laid out as the update rule's own `LSTMState` is (feature-major): `h` and `c`, the LSTM's hidden and cell
     state of shape [layers, hidden, numel], `step`, and for an LSTM with `momentum_inputs` or
     `mix_rms_decay` the gradient's moving averages `momentum`, [momentum_columns, numel]. The
     state is float32 for float32, bfloat16 and float16 parameters, float64 for float64 ones.
@@ -108,7 +119,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         meta_params: MetaParams,
-        config: LSTMOptimizerConfig,
+        config: OptimizerConfig,
         lr: float = 1.0,
         maximize: bool = False,
         compile: bool = False,
@@ -181,7 +192,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
         return self._meta_cache[key]
 
     def _state_shapes(self, param: torch.Tensor) -> dict[str, tuple[int, ...]]:
-        """The shape of each state tensor of `param`: feature-major, one column per coordinate."""
+        """The shape of each state tensor of `param`: for the LSTM feature-major, one column per
+        coordinate; for the MLP its `MLPState` for one problem."""
+        if isinstance(self.config, MLPOptimizerConfig):
+            rows, cols = matrix_shape(param.shape)
+            return {"momentum": (len(self.config.momentum_decays), rows, cols), "second": (rows, cols),
+                    "row": (rows,), "col": (cols,)}
         lstm = (self.config.layers, self.config.hidden_size, param.numel())
         shapes = {"h": lstm, "c": lstm}
         if self.config.momentum_columns:
@@ -217,10 +233,26 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 state = self.state[param]
                 if not state:
                     state.update(self._init_state(param))
-                grads = param.grad.reshape(-1).to(state["h"].dtype)
-                updates = self._updates(-grads if group["maximize"] else grads, state)
+                dtype = state_dtype(param)
+                grads = param.grad.to(dtype)
+                if isinstance(self.config, MLPOptimizerConfig):
+                    updates = self._mlp_updates(param.to(dtype), -grads if group["maximize"] else grads, state)
+                else:
+                    grads = grads.reshape(-1)
+                    updates = self._updates(-grads if group["maximize"] else grads, state)
                 param.add_(updates.view(param.shape), alpha=group["lr"])
                 state["step"] += 1
+
+    def _mlp_updates(self, param: torch.Tensor, grads: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
+        """The MLP's update of one parameter tensor, advancing its state in place."""
+        shape = (1, *matrix_shape(param.shape))
+        current = MLPState(state["momentum"].unsqueeze(1), state["second"].unsqueeze(0), state["row"].unsqueeze(0),
+                           state["col"].unsqueeze(0), state["step"])
+        meta_params = self._meta_params_for(grads.device, grads.dtype)
+        updates, new = mlp_step(meta_params, param.reshape(shape), grads.reshape(shape), current, self.config)
+        for key in MLP_STATE_KEYS:
+            state[key].copy_(getattr(new, key).view_as(state[key]))
+        return updates
 
     def _updates(self, grads: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
         """The learned update of every coordinate, advancing its state in place, block by block."""
@@ -249,6 +281,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         """torch.optim's state dict plus the learned optimizer itself (architecture, weights)."""
         state = super().state_dict()
         state["learned"] = {
+            "architecture": architecture_name(self.config),
             "optimizer": to_dict(self.config),
             "meta_params": {k: v.clone() for k, v in self.meta_params.items()},
             "shapes": self._shapes(),
@@ -265,7 +298,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
         learned = state_dict.get("learned") if isinstance(state_dict, dict) else None
         if not isinstance(learned, dict) or not {"state", "param_groups"} <= set(state_dict):
             raise ValueError("Not a LearnedOptimizer state dict: it has no 'learned' entry")
-        config = from_dict(LSTMOptimizerConfig, learned.get("optimizer"))
+        name = learned.get("architecture", "lstm")
+        if name not in ARCHITECTURES:
+            raise ValueError(f"The state dict is for a learned optimizer of architecture {name!r}; this "
+                             f"optimizer3 knows {', '.join(ARCHITECTURES)}")
+        config = from_dict(ARCHITECTURES[name][0], learned.get("optimizer"))
         if config != self.config:
             raise ValueError(
                 f"The state dict is for a learned optimizer of architecture {config}; this one is "

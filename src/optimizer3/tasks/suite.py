@@ -43,14 +43,15 @@ class SuiteTask:
     steps: int
     problems: int  # test problems
     tuning_problems: int  # validation problems that tune the baselines' learning rates
-    make: Callable[[DataDir, str], TaskFamily] = dataclasses.field(repr=False, compare=False)
+    make: Callable[[DataDir, str, str], TaskFamily] = dataclasses.field(repr=False, compare=False)
     data: str | None = None  # the data set, if any: mnist, fashion-mnist, text
     activation: str | None = None  # the hidden units' activation, if any
     long: bool = False  # a long-horizon variant
 
-    def family_of(self, data_dir: DataDir = None, device: str = "cpu") -> TaskFamily:
-        """The task family, on the held-out part of its data."""
-        return self.make(data_dir, device)
+    def family_of(self, data_dir: DataDir = None, device: str = "cpu", split: str = "heldout") -> TaskFamily:
+        """The task family, on the held-out part of its data (what the benchmark runs), or on
+        the meta-training part (`split="train"`: what meta-training on this task reads)."""
+        return self.make(data_dir, device, split)
 
     def scaled(self, steps: int, problems: int, tuning_problems: int) -> "SuiteTask":
         return dataclasses.replace(self, steps=steps, problems=problems, tuning_problems=tuning_problems)
@@ -58,9 +59,10 @@ class SuiteTask:
 
 # Each maker imports its family when called: listing the suite loads no family and no data.
 def _quadratic(dim: int, scale: tuple[float, float] = (0.0, 0.0), condition: float = 0.0):
-    def make(data_dir: DataDir, device: str) -> TaskFamily:
+    def make(data_dir: DataDir, device: str, split: str) -> TaskFamily:
         from optimizer3.tasks.quadratic import QuadraticFamily
 
+        del split  # quadratics are drawn, not read
         return QuadraticFamily(dim=dim, scale_decades=scale, condition_decades=condition, device=device_from_name(device))
     return make
 
@@ -73,23 +75,23 @@ def _images(name: str, size: int, data_dir: DataDir, device: str):
 
 
 def _mlp(data: str, size: int, hidden: tuple[int, ...], activation: str):
-    def make(data_dir: DataDir, device: str) -> TaskFamily:
+    def make(data_dir: DataDir, device: str, split: str) -> TaskFamily:
         from optimizer3.tasks.mlp import MLPFamily
 
-        return MLPFamily(_images(data, size, data_dir, device), hidden=hidden, activation=activation, split="heldout")
+        return MLPFamily(_images(data, size, data_dir, device), hidden=hidden, activation=activation, split=split)
     return make
 
 
 def _conv(data: str, size: int, batch_size: int):
-    def make(data_dir: DataDir, device: str) -> TaskFamily:
+    def make(data_dir: DataDir, device: str, split: str) -> TaskFamily:
         from optimizer3.tasks.conv import ConvFamily
 
-        return ConvFamily(_images(data, size, data_dir, device), batch_size=batch_size, split="heldout")
+        return ConvFamily(_images(data, size, data_dir, device), batch_size=batch_size, split=split)
     return make
 
 
 def _char_lm(batch_size: int):
-    def make(data_dir: DataDir, device: str) -> TaskFamily:
+    def make(data_dir: DataDir, device: str, split: str) -> TaskFamily:
         from optimizer3.tasks.char_lm import CharLMFamily
         from optimizer3.tasks.text import load_corpus
 
@@ -97,7 +99,7 @@ def _char_lm(batch_size: int):
         if place.type != "cpu":
             corpus = dataclasses.replace(corpus, **{part: getattr(corpus, part).to(place)
                                                     for part in ("train", "heldout", "test")})
-        return CharLMFamily(corpus, batch_size=batch_size, split="heldout")
+        return CharLMFamily(corpus, batch_size=batch_size, split=split)
     return make
 
 
