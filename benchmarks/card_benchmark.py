@@ -16,6 +16,7 @@ import json
 import pathlib
 
 from optimizer3 import pretrained
+from optimizer3.experiments.benchmark import card_summary
 from optimizer3.learned.files import load_learned_optimizer, meta_params_digest
 
 
@@ -36,17 +37,7 @@ def main() -> None:
             raise SystemExit(f"{label} in {args.results} is not the shipped {label} (another digest)")
         card_path = pretrained.PRETRAINED_DIR / f"{label}.json"
         card = json.loads(card_path.read_text())
-        record = results["record"]
-        card["benchmark"] = {
-            "command": record["command"], "date": record["date"], "machine": record["machine_text"],
-            "splits": {split: {key: entry[key] for key in ("tasks", "geometric_mean_ratio", "worst_ratio", "failed_on",
-                                                            "behind_by_25_percent", "no_ratio", "vs_untuned",
-                                                            "geometric_mean_ratio_without_failures",
-                                                            "tasks_without_failures")}
-                       for split, entry in results["overall"][label].items()},
-            "ratios": {name: (task["ratios"][label].get("best_tuned") or {}).get("ratio")
-                       for name, task in results["tasks"].items()},
-        }
+        card["benchmark"] = card_summary(results, label)
         card_path.write_text(json.dumps(card, indent=1) + "\n")
         print(f"{card_path}: benchmark summary written")
 

@@ -12,6 +12,7 @@ import io
 import pytest
 import torch
 
+from optimizer3.learned import mlp
 from optimizer3.learned.lstm import LSTMOptimizerConfig, init_meta_params
 from optimizer3.optim.baselines import make_baseline
 from optimizer3.optim.learned import LearnedOptimizer
@@ -29,6 +30,19 @@ def _learned(config, lr_scale=1.0):
     return lambda params, lr: LearnedOptimizer(params, meta, config, lr=lr * lr_scale)
 
 
+# The per-parameter MLP as it starts (Adam at learning rate 0.05 x lr: tests/test_learned_mlp.py
+# checks it step for step), and with a random output layer.
+MLP_AS_ADAM = mlp.MLPOptimizerConfig(initial_lr=0.05)
+
+
+def _mlp(random_output):
+    generator = torch.Generator().manual_seed(0)
+    meta = mlp.init_meta_params(MLP_AS_ADAM, generator)
+    if random_output:
+        meta["weight2"] = torch.randn(meta["weight2"].shape, generator=generator)
+    return lambda params, lr: LearnedOptimizer(params, meta, MLP_AS_ADAM, lr=lr)
+
+
 def _pretrained(name):
     return lambda params, lr: LearnedOptimizer.from_pretrained(name, params, lr=lr)
 
@@ -42,6 +56,8 @@ OPTIMIZERS = {
     "adam": (lambda p, lr: make_baseline("adam", p, lr), 0.05, 1e-2),
     "lstm-as-nag": (_learned(NAG_LIKE), 0.2, 1e-3),
     "lstm-random": (_learned(LSTMOptimizerConfig(preprocessing="log_sign")), None, None),
+    "mlp-as-adam": (_mlp(False), 1.0, 0.2),
+    "mlp-random": (_mlp(True), None, None),
     "pretrained-quadratic": (_pretrained("quadratic"), 1.0, None),
     "pretrained-mnist": (_pretrained("mnist"), None, None),
 }

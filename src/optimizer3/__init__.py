@@ -17,12 +17,15 @@ __version__ = "0.1.0"
 _MODULES = {
     "LearnedOptimizer": "optimizer3.optim.learned",
     "LSTMOptimizerConfig": "optimizer3.learned.lstm",
+    "MLPOptimizerConfig": "optimizer3.learned.mlp",
     "MetaTrainConfig": "optimizer3.meta.config",
+    "PESTrainConfig": "optimizer3.meta.config",
     "EvaluationConfig": "optimizer3.evaluation.config",
     "RuntimeConfig": "optimizer3.runtime",
     "TaskConfig": "optimizer3.tasks",
     "load_learned_optimizer": "optimizer3.learned.files",
     "meta_train": "optimizer3.meta.trainer",
+    "pes_meta_train": "optimizer3.meta.pes_trainer",
     "compare": "optimizer3.evaluation.compare",
 }
 

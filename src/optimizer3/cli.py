@@ -35,6 +35,7 @@ from optimizer3.flags import (
     load_config_file,
 )
 from optimizer3.learned.files import drop_runtime_fields, load_learned_optimizer
+from optimizer3.learned.mlp import MLPOptimizerConfig
 from optimizer3.meta.config import MetaTrainConfig, PESTrainConfig
 from optimizer3.meta.distributed import launched_size, leave_launched_run
 from optimizer3.meta.export import CardText, export_pretrained
@@ -60,6 +61,9 @@ def command_meta_train(args: argparse.Namespace) -> None:
         if given:
             raise UsageError(f"--resume continues a run with its own experiment settings; drop {', '.join(given)} "
                              "(only the flags of how it computes may change)")
+        if general.is_general_run(pathlib.Path(args.resume)):
+            raise UsageError(f"{args.resume} is a reproduce general run; continue it with the same reproduce general "
+                             "command")
         result = commands.resume_command(args.resume, runtime, args.data_dir, progress, args.argv)
         run_dir = args.resume
     else:
@@ -87,6 +91,9 @@ def evaluation_task(args: argparse.Namespace, trained: TaskConfig) -> TaskConfig
 def command_evaluate(args: argparse.Namespace) -> None:
     source = pretrained.pretrained_path(args.pretrained) if args.pretrained else pathlib.Path(args.checkpoint)
     loaded = load_learned_optimizer(source)
+    if isinstance(loaded.config, MLPOptimizerConfig):
+        raise UsageError(f"{source} is a per-parameter MLP optimizer, meta-trained on a mix of tasks; evaluate it "
+                         f"with optimizer3 benchmark --checkpoint {source}")
     if loaded.meta_train is None:
         raise UsageError(f"{source} does not record what it was meta-trained on (task, horizon, seeds); "
                          "evaluate a checkpoint or an exported optimizer instead")
@@ -112,7 +119,8 @@ def command_reproduce(args: argparse.Namespace) -> None:
     if args.experiment == "general":
         config = config_from_args(PESTrainConfig, args, PESTrainConfig())
         print(general.reproduce_general(config, runtime, BenchmarkConfig(), runtime, args.run_dir or "runs/general",
-                                        args.overwrite, args.long, args.quick, args.data_dir, progress, args.argv))
+                                        args.overwrite, args.long, args.quick, args.meta_only, args.data_dir, progress,
+                                        args.argv))
         return
     if args.experiment == "quadratic":
         presets = load_config_file(args.config, {"meta_train": (MetaTrainConfig, reproduce.QUADRATIC[0]),
@@ -156,6 +164,11 @@ def command_list_pretrained(args: argparse.Namespace) -> None:
 
 def command_export(args: argparse.Namespace) -> None:
     run_dir = pathlib.Path(args.run_dir)
+    if general.is_general_run(run_dir):  # its benchmark is its evaluation
+        weights, card = general.export_general(run_dir, args.name, pathlib.Path(args.out), args.purpose,
+                                               args.description, tuple(args.known_failure), args.overwrite)
+        print(f"wrote {weights} and {card}")
+        return
     text = CardText(args.purpose, args.description, tuple(args.known_failure))
     weights, card = export_pretrained(run_dir, args.name, pathlib.Path(args.evaluation or run_dir),
                                       pathlib.Path(args.out), text, overwrite=args.overwrite)
@@ -212,6 +225,8 @@ def build_parser() -> Parser:
     add_common(pes_run, "directory of the run (default: runs/general); the same command in the same directory "
                "continues an interrupted run")
     pes_run.add_argument("--long", action="store_true", help="benchmark the long-horizon held-out variants too")
+    pes_run.add_argument("--meta-only", action="store_true", help="meta-train (or continue) and write general.pt, "
+                         "without the benchmark")
     pes_run.add_argument("--quick", action="store_true", help="benchmark every held-out task tiny (the benchmark's "
                          "--quick): a smoke test")
     add_config_arguments(pes_run, PESTrainConfig, PESTrainConfig(), "PES meta-training and architecture")
@@ -238,7 +253,7 @@ def build_parser() -> Parser:
     listing.set_defaults(handler=command_list_pretrained)
 
     export = sub.add_parser("export", help="write a run's best optimizer and its card (the pretrained format)")
-    export.add_argument("run_dir", metavar="RUN_DIR", help="a meta-train run directory")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a meta-train or reproduce general run directory")
     export.add_argument("--name", required=True, help="name of the pretrained optimizer")
     export.add_argument("--evaluation", metavar="DIR", help="run directory of an evaluation of this run (default: "
                         "RUN_DIR, as reproduce quadratic writes both)")

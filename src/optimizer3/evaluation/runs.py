@@ -163,7 +163,8 @@ def run_learned(
     meta_params, config = learned
     per_problem = isinstance(config, MLPOptimizerConfig)
     if per_problem and not hasattr(task, "parameter_shapes"):
-        raise ValueError("The per-parameter MLP optimizer needs a task with parameter_shapes (each problem's tensors)")
+        raise ValueError(f"The per-parameter MLP optimizer normalizes over each parameter tensor, and a "
+                         f"{type(task).__name__} does not say its tensors (parameter_shapes); run it on a task that does")
     def make(copies: list) -> LearnedOptimizer:
         tensors = [t for problem in copies[0] for t in problem] if per_problem else copies
         return LearnedOptimizer(tensors, meta_params, config, compile=compile, threads=0)

@@ -262,3 +262,17 @@ def write_report(run_dir: pathlib.Path, results: dict[str, Any]) -> None:
         plot_benchmark(figure_rows(results), results["learned"], tmp,
                        "Benchmark: " + (", ".join(results["learned"]) or "baselines"))
 
+
+def card_summary(results: dict[str, Any], label: str) -> dict[str, Any]:
+    """What a card keeps of a benchmark of the optimizer `label`: the command, date and machine,
+    per split the geometric mean and worst ratio to the best tuned baseline, failures and the
+    tasks behind by more than 25%, and every task's ratio."""
+    record = results["record"]
+    keys = ("tasks", "geometric_mean_ratio", "worst_ratio", "failed_on", "behind_by_25_percent", "no_ratio",
+            "vs_untuned", "geometric_mean_ratio_without_failures", "tasks_without_failures")
+    return {
+        "command": record["command"], "date": record["date"], "machine": record["machine_text"],
+        "splits": {split: {key: entry[key] for key in keys} for split, entry in results["overall"][label].items()},
+        "ratios": {name: (task["ratios"][label].get("best_tuned") or {}).get("ratio")
+                   for name, task in results["tasks"].items()},
+    }

@@ -123,9 +123,12 @@ class PESTrainConfig:
     truncation: int = field(10, "optimizee steps per truncation: one meta-update each")
     min_horizon: int = field(100, "shortest chain: a chain's length is drawn log-uniformly in [min, max]")
     max_horizon: int = field(1000, "longest chain (rounded down to a multiple of --truncation)")
-    meta_steps: int = field(3000, "meta-updates in the whole run")
-    meta_lr: float = field(3e-3, "Adam learning rate of the meta-optimizer (cosine decay to a tenth)")
+    meta_steps: int = field(1200, "meta-updates in the whole run")
+    meta_lr: float = field(1e-3, "Adam learning rate of the meta-optimizer (cosine decay to a tenth)")
     clip_grad_norm: float = field(1.0, "clip the meta-gradient estimate's norm to this; 0 disables")
+    normalize_differences: bool = field(
+        True, "divide each truncation's estimate by the root mean square of its pairs' differences "
+        "L+ - L-, so that every task of the mix weighs alike in the meta-updates")
     parameter_decades: float = field(
         1.0, "task augmentation: each parameter tensor of each problem is reparameterized by a factor "
         "10^u, u ~ U(-d, d); 0: none")
@@ -133,8 +136,8 @@ class PESTrainConfig:
     loss_floor: float = field(1e-4, "the meta-loss is the mean of log(loss + floor) over a truncation's steps")
     validation_problems: int = field(8, "fixed validation problems per task (quadratics: 8 times as many)")
     validation_steps: int = field(200, "steps of each validation run")
-    validate_every: int = field(200, "validate every this many meta-updates (at the end of the chain they fall in)")
-    max_skips: int = field(20, "stop after this many meta-updates in a row skipped for non-finite estimates")
+    validate_every: int = field(100, "validate every this many meta-updates (at the end of the chain they fall in)")
+    max_skips: int = field(20, "stop after this many chains in a row ended early without a finite estimate")
     seed: int = field(0, "seed of the meta-parameters, problems, perturbations and augmentation")
     validation_seed: int = field(1, "seed of the validation problems")
 

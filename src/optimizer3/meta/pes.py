@@ -51,12 +51,13 @@ class Chain(NamedTuple):
 
 class Estimate(NamedTuple):
     """One truncation's contribution: the sum over finite pairs of ξ_i (L⁺_i − L⁻_i) / 2σ²
-    (divide by `count` for the estimate), how many pairs were finite, and the sum over them
-    of the pair's mean meta-loss."""
+    (divide by `count` for the estimate), how many pairs were finite, the sum over them of the
+    pair's mean meta-loss, and of the squared differences (L⁺_i − L⁻_i)²."""
 
     total: torch.Tensor
     count: int
     meta_loss: float
+    squared_differences: float = 0.0
 
 
 def flatten(meta_params: MetaParams) -> torch.Tensor:
@@ -151,7 +152,8 @@ def pes_estimate(theta: torch.Tensor, perturbations: torch.Tensor, like: MetaPar
     Returns the `Estimate` and the chain after the truncation.
     """
     accumulated = chain.accumulated + perturbations
-    meta_params = unflatten(torch.cat([theta + perturbations, theta - perturbations]).to(chain.params.dtype), like)
+    both = torch.cat([theta + perturbations, theta - perturbations])
+    meta_params = unflatten(both.to(device=chain.params.device, dtype=chain.params.dtype), like)
     log_losses, chain = run_steps(meta_params, task, chain, steps, generator, config, floor)
     difference = log_losses[0] - log_losses[1]
     finite_params = torch.isfinite(chain.params).all(dim=2).all(dim=0).cpu()
@@ -159,7 +161,8 @@ def pes_estimate(theta: torch.Tensor, perturbations: torch.Tensor, like: MetaPar
     weights = torch.where(alive, difference, 0.0).to(accumulated.dtype)
     total = (accumulated * weights.unsqueeze(1)).sum(dim=0) / (2 * sigma**2)
     meta_loss = float(log_losses.mean(dim=0)[alive].sum()) if alive.any() else 0.0
-    return Estimate(total, int(alive.sum()), meta_loss), chain._replace(accumulated=accumulated, alive=alive)
+    estimate = Estimate(total, int(alive.sum()), meta_loss, float(weights.double().square().sum()))
+    return estimate, chain._replace(accumulated=accumulated, alive=alive)
 
 
 @torch.no_grad()
@@ -169,6 +172,7 @@ def evaluate(meta_params: MetaParams, task: Task, steps: int, seed: int, config:
     in the order in which `evaluation.runs` draws them: the losses `run_learned` gives."""
     generator = torch.Generator().manual_seed(seed)
     start = task.init(generator)
+    meta_params = {name: tensor.to(device=start.device, dtype=start.dtype) for name, tensor in meta_params.items()}
     chain = Chain(start.unsqueeze(0), tuple(init_state(config, task.num_problems, *matrix_shape(shape),
                                                        dtype=start.dtype, device=start.device)
                                             for shape in task.parameter_shapes),

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from optimizer3.configs import to_dict
 from optimizer3.errors import Optimizer3Error
 from optimizer3.files import atomic_save
-from optimizer3.learned.mlp import MetaParams, init_meta_params
+from optimizer3.learned.mlp import MetaParams, init_meta_params, meta_param_shapes
 from optimizer3.meta import pes
 from optimizer3.meta.checkpoint import on_cpu
 from optimizer3.meta.config import PESTrainConfig
@@ -65,6 +65,7 @@ class PESRunState:
     validations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     skipped: int = 0
     consecutive_skips: int = 0
+    seconds: float = 0.0  # meta-training time of every process run so far, up to the last chain
 
 
 def scheduled_lr(config: PESTrainConfig, meta_step: int) -> float:
@@ -104,7 +105,7 @@ def make_checkpoint(config: PESTrainConfig, state: PESRunState, like: MetaParams
         "meta_opt_state": on_cpu(state.meta_optimizer.state_dict()), "rng": state.generator.get_state(),
         "meta_step": state.meta_step, "chains": state.chains, "best_validation": state.best_validation,
         "validations": list(state.validations), "skipped": state.skipped,
-        "consecutive_skips": state.consecutive_skips,
+        "consecutive_skips": state.consecutive_skips, "seconds": state.seconds,
     }
 
 
@@ -120,7 +121,8 @@ def state_from_checkpoint(config: PESTrainConfig, checkpoint: dict[str, Any]) ->
     generator.set_state(checkpoint["rng"])
     return PESRunState(theta, meta_optimizer, generator, checkpoint["meta_step"], checkpoint["chains"],
                        pes.flatten(checkpoint["best_meta_params"]).clone(), checkpoint["best_validation"],
-                       list(checkpoint["validations"]), checkpoint["skipped"], checkpoint["consecutive_skips"])
+                       list(checkpoint["validations"]), checkpoint["skipped"], checkpoint["consecutive_skips"],
+                       checkpoint.get("seconds", 0.0))
 
 
 def fresh_state(config: PESTrainConfig) -> PESRunState:
@@ -157,13 +159,19 @@ def run_chain(config: PESTrainConfig, state: PESRunState, families: dict[str, An
         estimate, chain = pes.pes_estimate(state.theta.detach(), perturbations[start:stop], like, local, chain,
                                            config.truncation, generator, config.optimizer, config.sigma,
                                            config.loss_floor)
-        summed = group.sum(torch.cat([estimate.total.double(), torch.tensor([estimate.count, estimate.meta_loss],
-                                                                            dtype=torch.float64)]))
-        count, meta_loss = int(summed[-2]), float(summed[-1])
+        scalars = torch.tensor([estimate.squared_differences, estimate.count, estimate.meta_loss], dtype=torch.float64)
+        summed = group.sum(torch.cat([estimate.total.double(), scalars]))
+        squares, count, meta_loss = float(summed[-3]), int(summed[-2]), float(summed[-1])
         if count == 0:  # every pair non-finite: nothing to learn from the rest of this chain
             skipped = 1
             break
-        state.theta.grad = (summed[:-2] / count).to(state.theta.dtype)
+        gradient = summed[:-3] / count
+        if config.normalize_differences and squares > 0:
+            # Every truncation's differences at unit root mean square: the estimate's direction
+            # is unchanged, and a task whose log-loss moves a lot (a quadratic converging by
+            # decades) weighs no more in the meta-update than one whose loss moves little.
+            gradient = gradient / math.sqrt(squares / count)
+        state.theta.grad = gradient.to(state.theta.dtype)
         norm = float(torch.nn.utils.clip_grad_norm_([state.theta], config.clip_grad_norm or math.inf))
         if not math.isfinite(norm):
             skipped = 1
@@ -185,7 +193,8 @@ def run_chain(config: PESTrainConfig, state: PESRunState, families: dict[str, An
 
 @dataclasses.dataclass
 class PESResult:
-    """What a PES run produced: the best meta-parameters by validation, the last ones, the log."""
+    """What a PES run produced: the best meta-parameters by validation, the last ones, the log,
+    and the meta-training time of every process run that made it (to the last chain)."""
 
     best_meta_params: MetaParams
     best_validation: float
@@ -214,10 +223,11 @@ def pes_meta_train(config: PESTrainConfig, runtime: RuntimeConfig = RuntimeConfi
     if not group.leader:
         run_dir, progress = None, False
     began = time.perf_counter()
-    like = init_meta_params(config.optimizer)
+    like = {name: torch.empty(shape) for name, shape in meta_param_shapes(config.optimizer).items()}
     families = {name: SUITE[name].family_of(data_dir, runtime.device, "train") for name in dict.fromkeys(config.tasks)}
     checks = validation_tasks(config, data_dir, runtime.device)
     state = state_from_checkpoint(config, resume) if resume else fresh_state(config)
+    earlier = state.seconds  # this process run's time is added to that of the runs before it
     history: list[dict[str, Any]] = []
     if not resume:
         score, losses = validate(pes.unflatten(state.theta.detach(), like), config, checks)
@@ -244,7 +254,8 @@ def pes_meta_train(config: PESTrainConfig, runtime: RuntimeConfig = RuntimeConfi
                        or state.meta_step >= config.meta_steps)
                 if due:
                     _validate_into(config, state, like, checks, record)
-                record["seconds"] = round(time.perf_counter() - began, 3)
+                state.seconds = earlier + time.perf_counter() - began
+                record["seconds"] = round(state.seconds, 3)
                 history.append(record)
                 bar.update(state.meta_step - before)
                 bar.set_postfix(task=record["task"], meta_loss=record["meta_loss"],
@@ -263,7 +274,7 @@ def pes_meta_train(config: PESTrainConfig, runtime: RuntimeConfig = RuntimeConfi
         if metrics:
             metrics.close()
     return PESResult(pes.unflatten(state.best_theta, like), state.best_validation,
-                     pes.unflatten(state.theta.detach().clone(), like), history, time.perf_counter() - began,
+                     pes.unflatten(state.theta.detach().clone(), like), history, state.seconds,
                      state.skipped)
 
 

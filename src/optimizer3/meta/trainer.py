@@ -153,6 +153,9 @@ def starting_meta_params(config: MetaTrainConfig, generator: torch.Generator) ->
         return meta_params
     source = load_learned_optimizer(pretrained.resolve(config.init_from))
     loaded, theirs, ours = source.meta_params, source.config, config.optimizer
+    if not isinstance(theirs, type(ours)):
+        raise UsageError(f"--init-from {config.init_from} is a per-parameter MLP optimizer; meta-train trains the "
+                         "LSTM: start from an LSTM optimizer (mnist, mnist-paper, quadratic) or from scratch")
     if dataclasses.replace(theirs, output_init=ours.output_init, output_bias=ours.output_bias) != ours:
         raise UsageError(
             f"--init-from {config.init_from} is an optimizer of architecture {theirs}; this run's is "

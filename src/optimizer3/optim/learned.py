@@ -127,6 +127,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
     ) -> None:
         if not (isinstance(lr, (int, float)) and lr >= 0.0):
             raise ValueError(f"Invalid learning rate: {lr}")
+        if compile and isinstance(config, MLPOptimizerConfig):
+            raise ValueError("compile=True compiles the LSTM's step; the per-parameter MLP's runs as it is: leave it False")
         if threads is not None and not (isinstance(threads, int) and threads >= 0):
             raise ValueError(f"Invalid threads: {threads!r}; use None, 0 or a positive integer")
         try:
@@ -290,7 +292,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore parameter groups, per-parameter LSTM state and the meta-parameters.
+        """Restore parameter groups, per-parameter state and the meta-parameters.
 
         The state dict must come from a LearnedOptimizer of the same architecture over
         parameters of the same shapes; anything else is refused before the optimizer changes.
@@ -338,7 +340,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 got = tuple(saved_state[key].shape) if isinstance(saved_state[key], torch.Tensor) else None
                 if got != expected:
                     raise ValueError(
-                        f"The state dict's LSTM state {key} for parameter {saved_id} has shape {got}; "
+                        f"The state dict's optimizer state {key} for parameter {saved_id} has shape {got}; "
                         f"a parameter of shape {tuple(param.shape)} needs {expected}"
                     )
             restored[param] = {

@@ -73,7 +73,12 @@ def sha256(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _architecture(optimizer: dict[str, Any]) -> str:
+def _architecture(card: dict[str, Any]) -> str:
+    optimizer = card["optimizer"]
+    if card.get("architecture") == "mlp":
+        return (f"per-parameter MLP of hidden layers {' x '.join(map(str, optimizer['hidden_sizes']))} over "
+                f"normalized features (Adam ratios at momenta {' '.join(map(str, optimizer['momentum_decays']))}, "
+                "factored second moment, normalized gradient and parameter)")
     text = (f"{optimizer['layers']} x {optimizer['hidden_size']} LSTM, preprocessing "
             f"{optimizer['preprocessing']}, {optimizer['update_form']} update")
     if optimizer["momentum_inputs"]:
@@ -90,15 +95,17 @@ def _stages(card: dict[str, Any]) -> list[str]:
 
 def describe(card: dict[str, Any]) -> str:
     """A few lines about one pretrained optimizer, for `optimizer3 list-pretrained`."""
-    training, evaluation = card["meta_training"], card["evaluation"]
+    training, evaluation = card["meta_training"], card.get("evaluation")
     lines = [f"{card['name']}: {card['purpose']}",
              *(f"  known to fail: {failure}" for failure in card.get("known_failures", [])),
-             f"  architecture: {_architecture(card['optimizer'])}",
+             f"  architecture: {_architecture(card)}",
              f"  how it was made: {card['description']}",
              *_stages(card),
              f"    last stage: seed {training['seed']}, {training['seconds']:.0f} s on {training['machine']['processor']}, "
-             f"code {training['code_version']}, {training['date']}",
-             f"  evaluated: {evaluation['command']}"]
+             f"code {training['code_version']}, {training['date']}"]
+    if evaluation is None:  # benchmarked only (the benchmark is its evaluation)
+        return "\n".join([*lines, *_benchmark(card)])
+    lines.append(f"  evaluated: {evaluation['command']}")
     final = evaluation["final_loss"]
     best = min((n for n in final if n != "lstm"), key=lambda n: final[n]["mean"])
     line = (f"    {evaluation['test_problems']} test problems, {evaluation['steps']} steps: mean final loss "
