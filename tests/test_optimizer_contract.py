@@ -60,6 +60,7 @@ OPTIMIZERS = {
     "mlp-random": (_mlp(True), None, None),
     "pretrained-quadratic": (_pretrained("quadratic"), 1.0, None),
     "pretrained-mnist": (_pretrained("mnist"), None, None),
+    "pretrained-general": (_pretrained("general"), 1.0, 1.0),
 }
 
 

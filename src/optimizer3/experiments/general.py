@@ -63,6 +63,9 @@ def reproduce_general(config: PESTrainConfig, runtime: RuntimeConfig, benchmark:
     line saying where general.pt is."""
     from optimizer3.experiments.benchmark import benchmark_command, installed_baselines  # the benchmark imports much
 
+    if runtime.workers > config.pairs:
+        raise UsageError(f"Invalid workers: {runtime.workers} processes for {config.pairs} pairs; use at most one "
+                         "process per pair")
     path = pathlib.Path(run_dir)
     resume = _resume_state(path, config, overwrite) if path.is_dir() else None
     record = {**json.loads(json.dumps(provenance(argv), default=str)), "runtime": to_dict(runtime)}

@@ -41,8 +41,8 @@ from optimizer3.meta import pes
 from optimizer3.meta.checkpoint import on_cpu
 from optimizer3.meta.config import PESTrainConfig
 from optimizer3.meta.distributed import Group, current_group, rows, run_workers
-from optimizer3.meta.run_state import stop_requests
-from optimizer3.meta.trainer import MetaTrainingDiverged, MetaTrainingInterrupted
+from optimizer3.meta.run_state import open_metrics, stop_requests
+from optimizer3.meta.trainer import MetaTrainingDiverged, MetaTrainingInterrupted, as_worker
 from optimizer3.runtime import RuntimeConfig
 from optimizer3.tasks.augment import augment
 from optimizer3.tasks.suite import SUITE
@@ -237,7 +237,9 @@ def pes_meta_train(config: PESTrainConfig, runtime: RuntimeConfig = RuntimeConfi
     if not group.same(state.meta_step + float(state.theta.detach().double().sum())):
         raise Optimizer3Error("The processes of this run start from different meta-parameters; give every "
                               "process the same run directory")
-    metrics = _open_metrics(run_dir, state.chains) if run_dir else None
+    metrics = open_metrics(run_dir, state.chains, key="chain") if run_dir else None
+    if metrics and not resume:
+        metrics.write(json.dumps({"chain": 0, **history[0]}) + "\n")
     bar = tqdm(total=config.meta_steps, initial=state.meta_step, desc="meta-train (PES)", unit="meta-step",
                disable=not progress, mininterval=1.0)
     try:
@@ -288,28 +290,6 @@ def _validate_into(config: PESTrainConfig, state: PESRunState, like: MetaParams,
         state.best_theta = state.theta.detach().clone()
 
 
-def _open_metrics(run_dir: pathlib.Path, chains: int):
-    """metrics.jsonl for appending, without records of chains after `chains` (a resumed run
-    repeats the chains after its checkpoint)."""
-    path = run_dir / "metrics.jsonl"
-    kept = []
-    if chains and path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line torn by a kill mid-write: after the checkpoint, dropped anyway
-            if record.get("chain", 0) <= chains:
-                kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept))
-    return path.open("a")
-
-
 def _worker(config: PESTrainConfig, runtime: RuntimeConfig, data_dir: str | None, resume: dict[str, Any] | None) -> None:
     """`pes_meta_train` in a worker process that `runtime.workers` started: its share of the run."""
-    try:
-        pes_meta_train(config, runtime, None, progress=False, data_dir=data_dir, resume=resume)
-    except MetaTrainingInterrupted:
-        pass  # process 0 saved the checkpoint and says so
-    except Optimizer3Error:
-        raise SystemExit(2) from None  # process 0 meets the same error and says so
+    as_worker(lambda: pes_meta_train(config, runtime, None, progress=False, data_dir=data_dir, resume=resume))

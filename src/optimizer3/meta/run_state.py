@@ -124,10 +124,11 @@ def stop_requests(enabled: bool) -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def open_metrics(run_dir: pathlib.Path, trajectory: int) -> TextIO:
+def open_metrics(run_dir: pathlib.Path, trajectory: int, key: str = "trajectory") -> TextIO:
     """metrics.jsonl opened for appending, without records past `trajectory` (a resumed run
     repeats the trajectories after its checkpoint, so their old records are dropped; the file
-    is rewritten atomically, so that a failure leaves it as it was)."""
+    is rewritten atomically, so that a failure leaves it as it was). `key`: the records' field
+    that counts (a PES run's is "chain")."""
     path = run_dir / "metrics.jsonl"
     if trajectory == 0 or not path.exists():
         return path.open("w")
@@ -142,7 +143,7 @@ def open_metrics(run_dir: pathlib.Path, trajectory: int) -> TextIO:
             raise RunDirectoryError(
                 f"{path} line {number} is not JSON; repair or delete that line to resume"
             ) from None
-        if record.get("trajectory", 0) <= trajectory:
+        if record.get(key, 0) <= trajectory:
             kept.append(line)
     write_text_atomic(path, "".join(line + "\n" for line in kept))
     return path.open("a")

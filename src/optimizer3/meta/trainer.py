@@ -17,6 +17,7 @@ References: Andrychowicz et al. 2016, section 2 and section 3.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 import math
 import pathlib
 import time
@@ -265,14 +266,20 @@ def meta_train(
     )
 
 
-def _worker(config: MetaTrainConfig, runtime: RuntimeConfig, data_dir: str | None, resume: dict[str, Any] | None) -> None:
-    """`meta_train` in a worker process that `runtime.workers` started: its share of the run."""
+def as_worker(run: Callable[[], Any]) -> None:
+    """`run()`, a meta-training's share in a worker process that `runtime.workers` started:
+    process 0 saves checkpoints and reports errors, so a worker only stops."""
     try:
-        meta_train(config, runtime, None, progress=False, data_dir=data_dir, resume=resume)
+        run()
     except MetaTrainingInterrupted:
         pass  # process 0 saved the checkpoint and says so
     except Optimizer3Error:
         raise SystemExit(2) from None  # process 0 meets the same error and says so
+
+
+def _worker(config: MetaTrainConfig, runtime: RuntimeConfig, data_dir: str | None, resume: dict[str, Any] | None) -> None:
+    """`meta_train` in a worker process that `runtime.workers` started: its share of the run."""
+    as_worker(lambda: meta_train(config, runtime, None, progress=False, data_dir=data_dir, resume=resume))
 
 
 def _advance(
