@@ -42,7 +42,7 @@ from optimizer3.meta.checkpoint import on_cpu
 from optimizer3.meta.config import PESTrainConfig
 from optimizer3.meta.distributed import Group, current_group, rows, run_workers
 from optimizer3.meta.run_state import open_metrics, stop_requests
-from optimizer3.meta.trainer import MetaTrainingDiverged, MetaTrainingInterrupted, as_worker
+from optimizer3.meta.trainer import MetaTrainResult, MetaTrainingDiverged, MetaTrainingInterrupted, as_worker
 from optimizer3.runtime import RuntimeConfig
 from optimizer3.tasks.augment import augment
 from optimizer3.tasks.suite import SUITE
@@ -191,27 +191,15 @@ def run_chain(config: PESTrainConfig, state: PESRunState, families: dict[str, An
             "skipped": skipped, "skipped_total": state.skipped}
 
 
-@dataclasses.dataclass
-class PESResult:
-    """What a PES run produced: the best meta-parameters by validation, the last ones, the log,
-    and the meta-training time of every process run that made it (to the last chain)."""
-
-    best_meta_params: MetaParams
-    best_validation: float
-    meta_params: MetaParams
-    history: list[dict[str, Any]]
-    seconds: float
-    skipped: int
-
-
 def pes_meta_train(config: PESTrainConfig, runtime: RuntimeConfig = RuntimeConfig(), run_dir: pathlib.Path | None = None,
-                   progress: bool = True, data_dir: str | None = None, resume: dict[str, Any] | None = None) -> PESResult:
+                   progress: bool = True, data_dir: str | None = None, resume: dict[str, Any] | None = None) -> MetaTrainResult:
     """Meta-train as `config` says, from scratch or from a loaded checkpoint (`resume`).
 
     With a `run_dir`, each chain's record goes to metrics.jsonl and the state to checkpoint.pt
     after each chain; SIGINT or SIGTERM ends the run after the current chain with a checkpoint
     and `MetaTrainingInterrupted`. With `runtime.workers` > 1 the processes split each chain's
-    pairs; process 0 alone writes and shows progress.
+    pairs; process 0 alone writes and shows progress. The result's `seconds` is the
+    meta-training time of every process run of it, to its last chain.
     """
     group = current_group()
     if runtime.workers > 1 and group.size == 1:
@@ -275,7 +263,7 @@ def pes_meta_train(config: PESTrainConfig, runtime: RuntimeConfig = RuntimeConfi
         bar.close()
         if metrics:
             metrics.close()
-    return PESResult(pes.unflatten(state.best_theta, like), state.best_validation,
+    return MetaTrainResult(pes.unflatten(state.best_theta, like), state.best_validation,
                      pes.unflatten(state.theta.detach().clone(), like), history, state.seconds,
                      state.skipped)
 
